@@ -1,0 +1,1 @@
+//! ITU-R BS.1770-4 / EBU R128 loudness. STUB: implementation in progress.
