@@ -7,12 +7,23 @@
 //! Real-time contract: after construction (`new` / `prepare`), nothing in `process` allocates,
 //! locks, logs or panics, whatever the input (NaN, ±Inf and denormals included).
 
+pub mod biquad;
+pub mod compressor;
+pub mod delay;
+pub mod dynamic_eq;
 pub mod engine;
+pub mod eq;
 pub mod limiter;
 pub mod loudness;
+pub mod master;
 pub mod meters;
+pub mod oversampling;
+pub mod reference;
+pub mod saturation;
 pub mod settings;
 pub mod smoother;
+pub mod stem;
+pub mod stereo;
 pub mod true_peak;
 pub mod util;
 

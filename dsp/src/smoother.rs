@@ -85,6 +85,28 @@ impl Smoother {
         self.target
     }
 
+    /// Multiplies both channels by the smoothed value (a linear gain), advancing one step per
+    /// sample. Settled at exactly 1.0 it leaves the audio untouched (bit-transparent); settled at
+    /// another value it multiplies by a constant, which the compiler vectorises.
+    #[inline]
+    pub fn apply_gain(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = left.len().min(right.len());
+        let mut i = 0;
+        while i < n && self.remaining > 0 {
+            let g = self.next();
+            left[i] *= g;
+            right[i] *= g;
+            i += 1;
+        }
+        let g = self.current;
+        if g != 1.0 {
+            for (l, r) in left[i..n].iter_mut().zip(right[i..n].iter_mut()) {
+                *l *= g;
+                *r *= g;
+            }
+        }
+    }
+
     /// True while a ramp is in progress.
     #[inline]
     pub fn is_smoothing(&self) -> bool {

@@ -1,0 +1,459 @@
+//! The engine: up to eight stereo stems and the main input in, one stereo output.
+//!
+//! `Engine::new` allocates everything; `process` never allocates, locks or panics. The host
+//! block is cut into chunks of at most [`CHUNK`] frames so that scratch buffers are fixed-size
+//! and every module sees the same per-sample processing whatever the host block size (block and
+//! per-sample processing give identical output).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use atomic_float::AtomicF32;
+
+use crate::MAX_STEMS;
+use crate::delay::DelayLine;
+use crate::master::MasterChain;
+use crate::meters::{MeterSet, PublishedMeters};
+use crate::settings::{EngineSettings, MainInputRole, MonitorSource};
+use crate::smoother::Smoother;
+use crate::stem::StemChain;
+use crate::util::{db_to_gain, sanitize};
+
+/// Largest number of frames processed in one internal pass.
+pub const CHUNK: usize = 128;
+
+/// Length of the mute/solo ramps in milliseconds.
+pub const MUTE_RAMP_MS: f32 = 10.0;
+
+/// Length of the monitor (A/B) crossfade and loudness-match ramp in milliseconds.
+pub const MONITOR_RAMP_MS: f32 = 30.0;
+
+/// Largest loudness-match gain in dB, either way.
+pub const MAX_MATCH_DB: f32 = 24.0;
+
+/// Lowest and highest sample rates the engine is specified for.
+pub const SAMPLE_RATE_RANGE: (f32, f32) = (44_100.0, 192_000.0);
+
+/// One stereo input: left and right channel slices.
+pub type StereoIn<'a> = [&'a [f32]; 2];
+
+/// A gain-reduction meter published to other threads: the current value and the maximum since
+/// the reader's last [`take`](Self::take) (so no peak of reduction is missed between reads).
+#[derive(Default)]
+pub struct PublishedGain {
+    /// Gain reduction at the end of the last block, dB (≥ 0). Written by the audio thread.
+    current_db: AtomicF32,
+    /// Largest gain reduction since the last `take`, dB (≥ 0). `fetch_max` by the audio thread,
+    /// `swap(0)` by the reader.
+    max_db: AtomicF32,
+}
+
+impl PublishedGain {
+    /// Audio thread: publishes the current and the block's maximum reduction.
+    #[inline]
+    pub fn publish(&self, current_db: f32, block_max_db: f32) {
+        self.current_db.store(current_db, Ordering::Relaxed);
+        self.max_db.fetch_max(block_max_db, Ordering::Relaxed);
+    }
+
+    /// Reader: the current reduction, in dB.
+    pub fn current(&self) -> f32 {
+        self.current_db.load(Ordering::Relaxed)
+    }
+
+    /// Reader: the largest reduction since the previous `take`, in dB; restarts the maximum.
+    pub fn take(&self) -> f32 {
+        self.max_db.swap(0.0, Ordering::Relaxed)
+    }
+}
+
+/// Everything the engine publishes for other threads (the GUI, the offline tool).
+#[derive(Default)]
+pub struct EngineMeters {
+    /// Per stem, after its chain and mute/solo.
+    pub stems: [PublishedMeters; MAX_STEMS],
+    /// The processed master (before the monitor switch).
+    pub master: PublishedMeters,
+    /// The unprocessed stem sum, delayed by the engine latency.
+    pub unprocessed: PublishedMeters,
+    /// The main input (in any role but `Ignore`), delayed by the engine latency.
+    pub main_input: PublishedMeters,
+    /// Master limiter gain reduction.
+    pub limiter_gr: PublishedGain,
+    /// Loudness-match gain applied to the monitored non-processed path, dB.
+    pub match_gain_db: AtomicF32,
+    /// Set by a reader to reset every meter's integrated loudness, LRA and maxima.
+    reset_all: AtomicBool,
+}
+
+impl EngineMeters {
+    /// Asks the audio thread to reset integrated loudness, LRA and maxima of every meter
+    /// (the loudness match restarts too).
+    pub fn request_reset(&self) {
+        self.reset_all.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Scratch buffers for one chunk.
+struct Scratch {
+    /// Per-stem audio, `[stem][channel][frame]`.
+    stems: Box<[[[f32; CHUNK]; 2]; MAX_STEMS]>,
+    /// Raw (unprocessed) sum of the stems, after mute/solo: the A/B "unprocessed" path.
+    raw: [[f32; CHUNK]; 2],
+    /// Raw sum of all stems regardless of mute/solo: the key for mix-keyed compressors.
+    key: [[f32; CHUNK]; 2],
+    /// Processed sum → master chain.
+    master: [[f32; CHUNK]; 2],
+    /// Main input, sanitised.
+    main: [[f32; CHUNK]; 2],
+}
+
+/// The Stembus engine.
+pub struct Engine {
+    /// Sample rate in Hz.
+    sample_rate: f32,
+    /// Number of stems prepared (1..=8).
+    num_stems: usize,
+    /// Largest host block the engine was prepared for (informational: any block is chunked).
+    max_block_size: usize,
+    /// Settings applied by the last `set_settings`.
+    settings: EngineSettings,
+    /// Per-stem chains (`num_stems` of them).
+    stems: Vec<StemChain>,
+    /// Per-stem mute/solo gain (0 or 1, ramped).
+    stem_audible: Vec<Smoother>,
+    /// Master chain.
+    master: MasterChain,
+    /// Delays the raw stem sum by the engine latency.
+    raw_delay: DelayLine,
+    /// Delays the main input by the engine latency.
+    main_delay: DelayLine,
+    /// Per-stem meters.
+    stem_meters: Vec<MeterSet>,
+    /// Master (processed) meters.
+    master_meter: MeterSet,
+    /// Unprocessed-sum meters.
+    raw_meter: MeterSet,
+    /// Main-input meters.
+    main_meter: MeterSet,
+    /// Crossfade gains of the three monitor paths (processed, unprocessed, reference).
+    monitor_gain: [Smoother; 3],
+    /// Loudness-match gain (linear) for the non-processed paths.
+    match_gain: Smoother,
+    /// Published meters.
+    published: Arc<EngineMeters>,
+    /// Total latency in samples.
+    latency: usize,
+    /// Scratch buffers.
+    scratch: Scratch,
+}
+
+impl Engine {
+    /// Prepares an engine: `sample_rate` 44.1–192 kHz (clamped), `max_block_size` ≥ 1,
+    /// `num_stems` 1–8 (clamped). Allocates everything `process` will ever need.
+    pub fn new(sample_rate: f32, max_block_size: usize, num_stems: usize) -> Self {
+        let sample_rate = sample_rate.clamp(SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1);
+        let num_stems = num_stems.clamp(1, MAX_STEMS);
+        let stems: Vec<StemChain> = (0..num_stems).map(|_| StemChain::new(sample_rate)).collect();
+        let master = MasterChain::new(sample_rate);
+        let latency = stems[0].latency_samples() + master.latency_samples();
+        let ramp = |v: f32, ms: f32| Smoother::new(v, ms, sample_rate);
+        let mut engine = Self {
+            sample_rate,
+            num_stems,
+            max_block_size: max_block_size.max(1),
+            settings: EngineSettings::default(),
+            stems,
+            stem_audible: (0..num_stems).map(|_| ramp(1.0, MUTE_RAMP_MS)).collect(),
+            master,
+            raw_delay: DelayLine::new(latency),
+            main_delay: DelayLine::new(latency),
+            stem_meters: (0..num_stems).map(|_| MeterSet::new(sample_rate)).collect(),
+            master_meter: MeterSet::new(sample_rate),
+            raw_meter: MeterSet::new(sample_rate),
+            main_meter: MeterSet::new(sample_rate),
+            monitor_gain: [
+                ramp(1.0, MONITOR_RAMP_MS),
+                ramp(0.0, MONITOR_RAMP_MS),
+                ramp(0.0, MONITOR_RAMP_MS),
+            ],
+            match_gain: ramp(1.0, MONITOR_RAMP_MS),
+            published: Arc::new(EngineMeters::default()),
+            latency,
+            scratch: Scratch {
+                stems: Box::new([[[0.0; CHUNK]; 2]; MAX_STEMS]),
+                raw: [[0.0; CHUNK]; 2],
+                key: [[0.0; CHUNK]; 2],
+                master: [[0.0; CHUNK]; 2],
+                main: [[0.0; CHUNK]; 2],
+            },
+        };
+        let settings = engine.settings.clone();
+        engine.set_settings(&settings);
+        engine.reset();
+        engine
+    }
+
+    /// Sample rate in Hz.
+    pub fn sample_rate(&self) -> f32 {
+        self.sample_rate
+    }
+
+    /// Number of stems prepared.
+    pub fn num_stems(&self) -> usize {
+        self.num_stems
+    }
+
+    /// Largest block size given at preparation.
+    pub fn max_block_size(&self) -> usize {
+        self.max_block_size
+    }
+
+    /// Total latency in samples; depends only on the sample rate.
+    pub fn latency_samples(&self) -> usize {
+        self.latency
+    }
+
+    /// The published meters (clone the `Arc` for the GUI thread).
+    pub fn meters(&self) -> &Arc<EngineMeters> {
+        &self.published
+    }
+
+    /// Settings last applied.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Applies new settings. Real-time safe; continuous controls ramp.
+    pub fn set_settings(&mut self, settings: &EngineSettings) {
+        self.settings.clone_from(settings);
+        let any_solo = settings.stems[..self.num_stems].iter().any(|s| s.solo);
+        for (i, chain) in self.stems.iter_mut().enumerate() {
+            let s = &settings.stems[i];
+            chain.set_settings(s);
+            let audible = !s.mute && (!any_solo || s.solo);
+            self.stem_audible[i].set_target(if audible { 1.0 } else { 0.0 });
+        }
+        self.master.set_settings(&settings.master);
+        let source = match (settings.monitor.source, settings.main_input) {
+            (MonitorSource::Reference, MainInputRole::Ignore | MainInputRole::AddToSum) => {
+                MonitorSource::Processed
+            }
+            (source, _) => source,
+        };
+        for (i, g) in self.monitor_gain.iter_mut().enumerate() {
+            let on = matches!(
+                (i, source),
+                (0, MonitorSource::Processed)
+                    | (1, MonitorSource::Unprocessed)
+                    | (2, MonitorSource::Reference)
+            );
+            g.set_target(if on { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Clears all audio state (filters, delays, meters); smoothers jump to their targets.
+    pub fn reset(&mut self) {
+        for chain in &mut self.stems {
+            chain.reset();
+        }
+        for g in self.stem_audible.iter_mut().chain(self.monitor_gain.iter_mut()) {
+            g.reset(g.target());
+        }
+        self.match_gain.reset(self.match_gain.target());
+        self.master.reset();
+        self.raw_delay.reset();
+        self.main_delay.reset();
+        self.reset_meters();
+    }
+
+    fn reset_meters(&mut self) {
+        for m in self
+            .stem_meters
+            .iter_mut()
+            .chain([&mut self.master_meter, &mut self.raw_meter, &mut self.main_meter])
+        {
+            m.reset();
+        }
+    }
+
+    /// Processes one host block. `stems[i]` is stem `i`'s input (`None`, a missing index or a
+    /// short slice means silence); `main` is the main input. The output has `out_left.len()`
+    /// frames (`out_right` is cut to the same length). Any block size works.
+    pub fn process(
+        &mut self,
+        stems: &[Option<StereoIn<'_>>],
+        main: Option<StereoIn<'_>>,
+        out_left: &mut [f32],
+        out_right: &mut [f32],
+    ) {
+        if self.published.reset_all.swap(false, Ordering::Relaxed) {
+            self.reset_meters();
+            self.match_gain.reset(1.0);
+        }
+        let frames = out_left.len().min(out_right.len());
+        let mut start = 0;
+        while start < frames {
+            let len = (frames - start).min(CHUNK);
+            self.process_chunk(stems, main, start, len);
+            let [pl, pr] = &self.scratch.master;
+            out_left[start..start + len].copy_from_slice(&pl[..len]);
+            out_right[start..start + len].copy_from_slice(&pr[..len]);
+            start += len;
+        }
+        self.publish();
+    }
+
+    /// Processes `len` frames starting at `offset` of the host buffers; the result is left in
+    /// `scratch.master`.
+    fn process_chunk(
+        &mut self,
+        stems: &[Option<StereoIn<'_>>],
+        main: Option<StereoIn<'_>>,
+        offset: usize,
+        len: usize,
+    ) {
+        let sc = &mut self.scratch;
+        // 1. Inputs, sanitised; the raw key sum of all stems.
+        for ch in 0..2 {
+            sc.key[ch][..len].fill(0.0);
+            sc.raw[ch][..len].fill(0.0);
+            sc.master[ch][..len].fill(0.0);
+        }
+        for i in 0..self.num_stems {
+            let input = stems.get(i).copied().flatten();
+            for ch in 0..2 {
+                copy_sanitized(
+                    input.map(|s| s[ch]),
+                    offset,
+                    &mut sc.stems[i][ch][..len],
+                );
+                for (k, x) in sc.key[ch][..len].iter_mut().zip(&sc.stems[i][ch][..len]) {
+                    *k += x;
+                }
+            }
+        }
+        let role = self.settings.main_input;
+        for ch in 0..2 {
+            let input = if role == MainInputRole::Ignore { None } else { main.map(|m| m[ch]) };
+            copy_sanitized(input, offset, &mut sc.main[ch][..len]);
+        }
+
+        // 2. Stems: chain, mute/solo, meters; processed and raw sums.
+        for i in 0..self.num_stems {
+            let [key_l, key_r] = &sc.key;
+            let [sl, sr] = &mut sc.stems[i];
+            // The raw path gets the same mute/solo gain as the processed one, so A/B of a
+            // soloed stem compares that stem. Mute/solo ramps are applied to the raw input
+            // first, then to the processed output with the same gains (a copy of the smoother).
+            let mut audible_raw = self.stem_audible[i];
+            let [rl, rr] = &mut sc.raw;
+            for n in 0..len {
+                let g = audible_raw.next();
+                rl[n] += g * sl[n];
+                rr[n] += g * sr[n];
+            }
+            self.stems[i].process(&mut sl[..len], &mut sr[..len], (&key_l[..len], &key_r[..len]));
+            self.stem_audible[i].apply_gain(&mut sl[..len], &mut sr[..len]);
+            self.stem_meters[i].process(&sl[..len], &sr[..len]);
+            let [ml, mr] = &mut sc.master;
+            for n in 0..len {
+                ml[n] += sl[n];
+                mr[n] += sr[n];
+            }
+        }
+        if role == MainInputRole::AddToSum {
+            for ch in 0..2 {
+                for (m, x) in sc.master[ch][..len].iter_mut().zip(&sc.main[ch][..len]) {
+                    *m += x;
+                }
+                for (r, x) in sc.raw[ch][..len].iter_mut().zip(&sc.main[ch][..len]) {
+                    *r += x;
+                }
+            }
+        }
+
+        // 3. Master chain.
+        {
+            let [ml, mr] = &mut sc.master;
+            let [key_l, key_r] = &sc.key;
+            self.master
+                .process(&mut ml[..len], &mut mr[..len], (&key_l[..len], &key_r[..len]));
+        }
+        if !all_finite(&sc.master[0][..len]) || !all_finite(&sc.master[1][..len]) {
+            // A module's state went bad despite sanitised input: silence this chunk and start
+            // every module afresh, so the engine recovers within one block.
+            sc.master[0][..len].fill(0.0);
+            sc.master[1][..len].fill(0.0);
+            for chain in &mut self.stems {
+                chain.reset();
+            }
+            self.master.reset();
+        }
+        self.master_meter.process(&sc.master[0][..len], &sc.master[1][..len]);
+
+        // 4. Latency-aligned unprocessed and main paths, metered.
+        {
+            let [rl, rr] = &mut sc.raw;
+            self.raw_delay.process(&mut rl[..len], &mut rr[..len]);
+            self.raw_meter.process(&rl[..len], &rr[..len]);
+            let [nl, nr] = &mut sc.main;
+            self.main_delay.process(&mut nl[..len], &mut nr[..len]);
+            if role != MainInputRole::Ignore {
+                self.main_meter.process(&nl[..len], &nr[..len]);
+            }
+        }
+
+        // 5. Monitor: crossfade between processed, unprocessed and reference.
+        let settled_processed = !self.monitor_gain.iter().any(Smoother::is_smoothing)
+            && self.monitor_gain[0].value() == 1.0;
+        if !settled_processed {
+            let [g_p, g_u, g_r] = &mut self.monitor_gain;
+            let [ml, mr] = &mut sc.master;
+            let [rl, rr] = &sc.raw;
+            let [nl, nr] = &sc.main;
+            for n in 0..len {
+                let (p, u, r, m) = (g_p.next(), g_u.next(), g_r.next(), self.match_gain.next());
+                ml[n] = p * ml[n] + m * (u * rl[n] + r * nl[n]);
+                mr[n] = p * mr[n] + m * (u * rr[n] + r * nr[n]);
+            }
+        }
+    }
+
+    /// Publishes meter values after a block.
+    fn publish(&mut self) {
+        let p = &self.published;
+        for (m, out) in self.stem_meters.iter_mut().zip(&p.stems) {
+            m.publish(out);
+        }
+        self.master_meter.publish(&p.master);
+        self.raw_meter.publish(&p.unprocessed);
+        self.main_meter.publish(&p.main_input);
+        let limiter = &mut self.master.limiter;
+        p.limiter_gr
+            .publish(limiter.gain_reduction_db(), limiter.take_max_gain_reduction_db());
+        p.match_gain_db.store(
+            crate::util::gain_to_db(self.match_gain.value()),
+            Ordering::Relaxed,
+        );
+        let _ = db_to_gain;
+    }
+}
+
+/// Copies `input[offset..offset + out.len()]` into `out`, sanitised; missing samples are 0.
+#[inline]
+fn copy_sanitized(input: Option<&[f32]>, offset: usize, out: &mut [f32]) {
+    let src = input
+        .and_then(|s| s.get(offset.min(s.len())..))
+        .unwrap_or(&[]);
+    let n = src.len().min(out.len());
+    for (o, &x) in out[..n].iter_mut().zip(src) {
+        *o = sanitize(x);
+    }
+    out[n..].fill(0.0);
+}
+
+#[inline]
+fn all_finite(x: &[f32]) -> bool {
+    x.iter().fold(0.0f32, |acc, &v| acc + v * 0.0) == 0.0
+}
