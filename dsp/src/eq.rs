@@ -1,0 +1,1363 @@
+//! Per-stem EQ ([`StemEq`]: HPF → low shelf → bell → bell → high shelf → LPF) and master EQ
+//! ([`MasterEq`]: low shelf → bell → high shelf → tilt), built from the RBJ sections of
+//! [`crate::biquad`].
+//!
+//! # Smoothing
+//!
+//! Frequency (in octaves, `log2 Hz`), Q (in `log2 Q`) and gain (in dB) each ramp linearly for
+//! [`RAMP_MS`] ([`Smoother`] running at the segment rate `fs/`[`SEGMENT`]). Every [`SEGMENT`]
+//! samples the band is redesigned from the ramped values and its coefficients are interpolated
+//! linearly, sample by sample, to the new design ([`CoefficientRamp`]; stable because the
+//! stability region is convex). Segments count samples, not blocks, so any block size gives the
+//! same output.
+//!
+//! # Switching
+//!
+//! * A bell or shelf that is switched off (or bypassed) ramps its gain to 0 dB. A 0 dB RBJ bell
+//!   or shelf has numerator == denominator exactly, so a settled 0 dB band is an identity; once
+//!   its state has also decayed (below 10⁻¹² ≈ −240 dBFS) it is skipped entirely, and the output is
+//!   the input bit for bit.
+//! * HPF and LPF switch on/off and change slope by a linear crossfade ([`RAMP_MS`]) between two
+//!   cascades: the old one, and the new one started from a cleared state (order 0 = dry).
+//! * `enabled = false` is every band off: the same ramps, so bypass is click-free and, once
+//!   settled, bit-transparent.
+//!
+//! # Filters
+//!
+//! HPF: Butterworth, 12/24/48 dB/oct as 1/2/4 RBJ high-pass sections with Q from
+//! [`BUTTERWORTH_Q2`]/[`BUTTERWORTH_Q4`]/[`BUTTERWORTH_Q8`], 10..1000 Hz. LPF: 12 dB/oct
+//! Butterworth (one section; `EqSettings` has no LPF slope, and a gentle top-end roll-off is what
+//! stem mastering uses), 1 kHz..min(22 kHz, 0.45·fs). Bells (Q 0.1..10) and shelves (slope-Q
+//! 0.3..2) ±18 dB, 20 Hz..min(20 kHz, 0.45·fs). The master tilt is one first-order section
+//! ([`Coefficients::tilt`]), ±6 dB around a 200..5000 Hz pivot.
+
+use crate::biquad::{
+    BUTTERWORTH_Q2, BUTTERWORTH_Q4, BUTTERWORTH_Q8, Biquad, CoefficientRamp, Coefficients,
+};
+use crate::settings::{EqBand, EqSettings, FilterSlope, MasterEqSettings};
+use crate::smoother::Smoother;
+use crate::util::sanitize;
+
+/// Samples between coefficient redesigns while a control moves.
+pub const SEGMENT: u32 = 16;
+
+/// Ramp time of every smoothed control and of every crossfade, in ms.
+pub const RAMP_MS: f32 = 20.0;
+
+/// A band whose filter state has decayed below this (≈ −240 dBFS) may be skipped.
+const IDLE_STATE: f64 = 1.0e-12;
+
+/// Highest bell/shelf/LPF frequency as a fraction of the sample rate.
+const MAX_FREQ_RATIO: f32 = 0.45;
+
+/// Clamps `x` to `lo..=hi`; a non-finite `x` gives `fallback`.
+pub(crate) fn clamp_or(x: f32, lo: f32, hi: f32, fallback: f32) -> f32 {
+    if x.is_finite() {
+        x.clamp(lo, hi)
+    } else {
+        fallback.clamp(lo, hi)
+    }
+}
+
+/// Shape of a parametric band.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BandShape {
+    /// RBJ peaking (bell).
+    Peaking,
+    /// RBJ low shelf.
+    LowShelf,
+    /// RBJ high shelf.
+    HighShelf,
+    /// First-order tilt around a pivot (Q unused).
+    Tilt,
+}
+
+impl BandShape {
+    /// Designs this shape. `gain_db` is the band gain (for the tilt: the total tilt).
+    pub fn design(self, sample_rate: f64, freq_hz: f64, q: f64, gain_db: f64) -> Coefficients {
+        match self {
+            Self::Peaking => Coefficients::peaking(sample_rate, freq_hz, q, gain_db),
+            Self::LowShelf => Coefficients::low_shelf(sample_rate, freq_hz, q, gain_db),
+            Self::HighShelf => Coefficients::high_shelf(sample_rate, freq_hz, q, gain_db),
+            Self::Tilt => Coefficients::tilt(sample_rate, freq_hz, gain_db),
+        }
+    }
+
+    /// Q range of this shape (bells 0.1..10, shelves 0.3..2).
+    fn q_range(self) -> (f32, f32) {
+        match self {
+            Self::Peaking => (0.1, 10.0),
+            Self::LowShelf | Self::HighShelf | Self::Tilt => (0.3, 2.0),
+        }
+    }
+}
+
+/// Clamped target of one parametric band.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BandTarget {
+    /// Centre/corner/pivot frequency in Hz.
+    pub freq_hz: f32,
+    /// Q (unused by the tilt).
+    pub q: f32,
+    /// Gain in dB; 0 when the band is off.
+    pub gain_db: f32,
+}
+
+impl BandTarget {
+    /// Clamps an [`EqBand`] for `shape` at `sample_rate`; `on` false (band or EQ off) gives
+    /// 0 dB.
+    pub fn from_band(shape: BandShape, band: &EqBand, on: bool, sample_rate: f32) -> Self {
+        let (q_lo, q_hi) = shape.q_range();
+        let max_hz = 20_000.0f32.min(MAX_FREQ_RATIO * sample_rate);
+        Self {
+            freq_hz: clamp_or(band.freq_hz, 20.0, max_hz, 1000.0),
+            q: clamp_or(band.q, q_lo, q_hi, 0.707),
+            gain_db: if on && band.enabled {
+                clamp_or(band.gain_db, -18.0, 18.0, 0.0)
+            } else {
+                0.0
+            },
+        }
+    }
+
+    /// Coefficients of this target.
+    pub fn coefficients(&self, shape: BandShape, sample_rate: f32) -> Coefficients {
+        if self.gain_db == 0.0 {
+            return Coefficients::IDENTITY;
+        }
+        shape.design(
+            sample_rate as f64,
+            self.freq_hz as f64,
+            self.q as f64,
+            self.gain_db as f64,
+        )
+    }
+}
+
+/// One smoothed bell, shelf or tilt on a stereo signal.
+#[derive(Debug, Clone)]
+pub struct ParametricBand {
+    /// Shape.
+    shape: BandShape,
+    /// Sample rate in Hz.
+    sample_rate: f32,
+    /// Frequency in octaves (`log2 Hz`), ramped at the segment rate.
+    log2_freq: Smoother,
+    /// Q in `log2 Q`, ramped at the segment rate.
+    log2_q: Smoother,
+    /// Gain in dB, ramped at the segment rate.
+    gain_db: Smoother,
+    /// Coefficients, interpolated per sample within a segment.
+    ramp: CoefficientRamp,
+    /// Samples left in the current segment.
+    countdown: u32,
+    /// Left and right filter state.
+    state: [Biquad; 2],
+    /// False when the band is skipped (0 dB settled, state decayed).
+    active: bool,
+}
+
+impl ParametricBand {
+    /// A 0 dB (idle) band.
+    pub fn new(shape: BandShape, sample_rate: f32, freq_hz: f32, q: f32) -> Self {
+        let seg_rate = sample_rate / SEGMENT as f32;
+        Self {
+            shape,
+            sample_rate,
+            log2_freq: Smoother::new(freq_hz.log2(), RAMP_MS, seg_rate),
+            log2_q: Smoother::new(q.log2(), RAMP_MS, seg_rate),
+            gain_db: Smoother::new(0.0, RAMP_MS, seg_rate),
+            ramp: CoefficientRamp::new(Coefficients::IDENTITY),
+            countdown: 0,
+            state: [Biquad::new(); 2],
+            active: false,
+        }
+    }
+
+    /// Sets the (already clamped) target; real-time safe.
+    pub fn set_target(&mut self, t: &BandTarget) {
+        self.log2_freq.set_target(t.freq_hz.log2());
+        self.log2_q.set_target(t.q.log2());
+        self.gain_db.set_target(t.gain_db);
+        if !self.active && t.gain_db == 0.0 {
+            // An idle band is an identity at any frequency: no need to ramp those.
+            self.log2_freq.reset(self.log2_freq.target());
+            self.log2_q.reset(self.log2_q.target());
+        }
+    }
+
+    /// Target as set.
+    pub fn target(&self) -> BandTarget {
+        BandTarget {
+            freq_hz: self.log2_freq.target().exp2(),
+            q: self.log2_q.target().exp2(),
+            gain_db: self.gain_db.target(),
+        }
+    }
+
+    /// Coefficients of the current smoothed values.
+    fn design_current(&self) -> Coefficients {
+        self.shape.design(
+            self.sample_rate as f64,
+            self.log2_freq.value().exp2() as f64,
+            self.log2_q.value().exp2() as f64,
+            self.gain_db.value() as f64,
+        )
+    }
+
+    /// Clears the state and jumps every ramp to its target.
+    pub fn reset(&mut self) {
+        self.log2_freq.reset(self.log2_freq.target());
+        self.log2_q.reset(self.log2_q.target());
+        self.gain_db.reset(self.gain_db.target());
+        self.state = [Biquad::new(); 2];
+        self.ramp.jump(self.design_current());
+        self.countdown = 0;
+        self.active = self.gain_db.target() != 0.0;
+    }
+
+    /// True if the next `process` call will touch the signal.
+    pub fn needs_processing(&self) -> bool {
+        self.active || self.gain_db.target() != 0.0
+    }
+
+    /// Starts a segment if a control is moving: advances the smoothers one segment and ramps
+    /// the coefficients to the new design over it (`countdown = SEGMENT`). Otherwise leaves
+    /// `countdown` at 0: the coefficients are constant until the next change, and a change
+    /// (always at a block start) begins its first segment at once, whatever the block size.
+    fn begin_segment(&mut self) {
+        if self.log2_freq.is_smoothing()
+            || self.log2_q.is_smoothing()
+            || self.gain_db.is_smoothing()
+        {
+            self.log2_freq.tick();
+            self.log2_q.tick();
+            self.gain_db.tick();
+            self.ramp.ramp_to(self.design_current(), SEGMENT);
+            self.countdown = SEGMENT;
+        }
+    }
+
+    /// Filters a sanitised stereo block in place.
+    pub fn process(&mut self, left: &mut [f32], right: &mut [f32]) {
+        if !self.active {
+            if self.gain_db.target() == 0.0 {
+                return;
+            }
+            // Start from 0 dB (an exact identity, whatever the frequency and Q, so those jump
+            // to their targets) with a cleared state: seamless.
+            self.log2_freq.reset(self.log2_freq.target());
+            self.log2_q.reset(self.log2_q.target());
+            self.state = [Biquad::new(); 2];
+            self.ramp.jump(self.design_current());
+            self.countdown = 0;
+            self.active = true;
+        }
+        let n = left.len().min(right.len());
+        let mut i = 0;
+        while i < n {
+            if self.countdown == 0 {
+                self.begin_segment();
+            }
+            if self.countdown == 0 {
+                // Settled: constant coefficients to the end of the block.
+                let c = *self.ramp.current();
+                let [sl, sr] = &mut self.state;
+                for (l, r) in left[i..n].iter_mut().zip(&mut right[i..n]) {
+                    *l = sl.process(&c, *l as f64) as f32;
+                    *r = sr.process(&c, *r as f64) as f32;
+                }
+                break;
+            }
+            let end = (i + self.countdown as usize).min(n);
+            for (l, r) in left[i..end].iter_mut().zip(&mut right[i..end]) {
+                let c = self.ramp.tick();
+                *l = self.state[0].process(&c, *l as f64) as f32;
+                *r = self.state[1].process(&c, *r as f64) as f32;
+            }
+            self.countdown -= (end - i) as u32;
+            i = end;
+        }
+        if self.state.iter_mut().any(|s| s.heal()) {
+            self.state = [Biquad::new(); 2];
+        }
+        if self.gain_db.target() == 0.0
+            && !self.gain_db.is_smoothing()
+            && !self.ramp.is_ramping()
+            && self.state_below(IDLE_STATE)
+        {
+            self.active = false;
+            self.state = [Biquad::new(); 2];
+            self.countdown = 0;
+        }
+    }
+
+    /// True if every state variable is below `limit` in magnitude.
+    fn state_below(&self, limit: f64) -> bool {
+        self.state.iter().all(|s| s.max_abs_state() < limit)
+    }
+}
+
+/// High-pass or low-pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PassKind {
+    /// High-pass.
+    Highpass,
+    /// Low-pass.
+    Lowpass,
+}
+
+/// Most biquad sections in a cascade (48 dB/oct).
+const MAX_SECTIONS: usize = 4;
+
+/// A Butterworth cascade of `order/2` sections (order 0 = dry).
+#[derive(Debug, Clone)]
+struct Cascade {
+    /// Filter order: 0, 2, 4 or 8.
+    order: usize,
+    /// Coefficients of each section.
+    ramps: [CoefficientRamp; MAX_SECTIONS],
+    /// State of each section, left and right.
+    state: [[Biquad; 2]; MAX_SECTIONS],
+}
+
+impl Cascade {
+    fn new() -> Self {
+        Self {
+            order: 0,
+            ramps: [CoefficientRamp::new(Coefficients::IDENTITY); MAX_SECTIONS],
+            state: [[Biquad::new(); 2]; MAX_SECTIONS],
+        }
+    }
+
+    /// Section Q values of a Butterworth filter of `order`.
+    fn qs(order: usize) -> &'static [f64] {
+        match order {
+            2 => &BUTTERWORTH_Q2,
+            4 => &BUTTERWORTH_Q4,
+            8 => &BUTTERWORTH_Q8,
+            _ => &[],
+        }
+    }
+
+    fn design(kind: PassKind, order: usize, fs: f64, freq_hz: f64) -> [Coefficients; 4] {
+        let mut c = [Coefficients::IDENTITY; MAX_SECTIONS];
+        for (c, &q) in c.iter_mut().zip(Self::qs(order)) {
+            *c = match kind {
+                PassKind::Highpass => Coefficients::highpass(fs, freq_hz, q),
+                PassKind::Lowpass => Coefficients::lowpass(fs, freq_hz, q),
+            };
+        }
+        c
+    }
+
+    /// Sets the coefficients for `freq_hz`, jumping (`ramp_samples` = 0) or ramping.
+    fn set_freq(&mut self, kind: PassKind, fs: f64, freq_hz: f64, ramp_samples: u32) {
+        let c = Self::design(kind, self.order, fs, freq_hz);
+        for (r, c) in self.ramps.iter_mut().zip(c) {
+            if ramp_samples == 0 {
+                r.jump(c);
+            } else {
+                r.ramp_to(c, ramp_samples);
+            }
+        }
+    }
+
+    #[inline]
+    fn tick(&mut self, mut l: f64, mut r: f64) -> (f64, f64) {
+        let n = self.order / 2;
+        for (ramp, st) in self.ramps[..n].iter_mut().zip(&mut self.state[..n]) {
+            let c = ramp.tick();
+            l = st[0].process(&c, l);
+            r = st[1].process(&c, r);
+        }
+        (l, r)
+    }
+
+    /// Filters with the current (settled) coefficients, `f64` through the whole cascade.
+    fn process_settled(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = self.order / 2;
+        let c: [Coefficients; MAX_SECTIONS] = std::array::from_fn(|k| *self.ramps[k].current());
+        for (l, r) in left.iter_mut().zip(right.iter_mut()) {
+            let (mut yl, mut yr) = (*l as f64, *r as f64);
+            for (c, st) in c[..n].iter().zip(&mut self.state[..n]) {
+                yl = st[0].process(c, yl);
+                yr = st[1].process(c, yr);
+            }
+            *l = yl as f32;
+            *r = yr as f32;
+        }
+    }
+
+    fn clear(&mut self) {
+        self.state = [[Biquad::new(); 2]; MAX_SECTIONS];
+    }
+
+    fn heal(&mut self) {
+        if self.state.iter_mut().flatten().any(|s| s.heal()) {
+            self.clear();
+        }
+    }
+}
+
+/// HPF or LPF with smoothed frequency and crossfaded order changes (see the module notes).
+#[derive(Debug, Clone)]
+struct PassFilter {
+    /// High or low pass.
+    kind: PassKind,
+    /// Sample rate in Hz.
+    sample_rate: f32,
+    /// Corner in octaves (`log2 Hz`), ramped at the segment rate.
+    log2_freq: Smoother,
+    /// The cascade fading in (or fully in) and the one fading out.
+    slots: [Cascade; 2],
+    /// Index of the slot fading in.
+    current: usize,
+    /// Weight of `slots[current]`, 0..1, ramped per sample; the other slot gets `1 − fade`.
+    fade: Smoother,
+    /// Order requested by the settings.
+    target_order: usize,
+    /// Samples left in the current segment.
+    countdown: u32,
+}
+
+impl PassFilter {
+    fn new(kind: PassKind, sample_rate: f32, freq_hz: f32) -> Self {
+        Self {
+            kind,
+            sample_rate,
+            log2_freq: Smoother::new(freq_hz.log2(), RAMP_MS, sample_rate / SEGMENT as f32),
+            slots: [Cascade::new(), Cascade::new()],
+            current: 0,
+            fade: Smoother::new(1.0, RAMP_MS, sample_rate),
+            target_order: 0,
+            countdown: 0,
+        }
+    }
+
+    fn set_target(&mut self, order: usize, freq_hz: f32) {
+        self.target_order = order;
+        self.log2_freq.set_target(freq_hz.log2());
+        if self.is_idle() {
+            self.log2_freq.reset(self.log2_freq.target());
+        }
+    }
+
+    /// Nothing to do: dry, settled, and asked to stay dry.
+    fn is_idle(&self) -> bool {
+        !self.fade.is_smoothing() && self.slots[self.current].order == 0 && self.target_order == 0
+    }
+
+    fn freq_hz(&self) -> f64 {
+        self.log2_freq.value().exp2() as f64
+    }
+
+    fn reset(&mut self) {
+        self.log2_freq.reset(self.log2_freq.target());
+        self.fade.reset(1.0);
+        self.current = 0;
+        self.slots[1].order = 0;
+        self.slots[0].order = self.target_order;
+        let (kind, fs, f) = (self.kind, self.sample_rate as f64, self.freq_hz());
+        for s in &mut self.slots {
+            s.clear();
+            s.set_freq(kind, fs, f, 0);
+        }
+        self.countdown = 0;
+    }
+
+    /// Starts a segment: an order change starts a crossfade (when none is running), a moving
+    /// frequency starts a coefficient ramp (`countdown = SEGMENT`; otherwise it stays 0).
+    fn begin_segment(&mut self) {
+        let (kind, fs) = (self.kind, self.sample_rate as f64);
+        if !self.fade.is_smoothing() && self.slots[self.current].order != self.target_order {
+            let new = 1 - self.current;
+            let f = self.freq_hz();
+            let slot = &mut self.slots[new];
+            slot.order = self.target_order;
+            slot.clear();
+            slot.set_freq(kind, fs, f, 0);
+            self.current = new;
+            self.fade.reset(0.0);
+            self.fade.set_target(1.0);
+        }
+        if self.log2_freq.is_smoothing() {
+            self.log2_freq.tick();
+            let f = self.freq_hz();
+            self.slots[self.current].set_freq(kind, fs, f, SEGMENT);
+            if self.fade.is_smoothing() {
+                self.slots[1 - self.current].set_freq(kind, fs, f, SEGMENT);
+            }
+            self.countdown = SEGMENT;
+        }
+    }
+
+    fn process(&mut self, left: &mut [f32], right: &mut [f32]) {
+        if self.is_idle() {
+            return;
+        }
+        let n = left.len().min(right.len());
+        let mut i = 0;
+        while i < n {
+            if self.countdown == 0 {
+                self.begin_segment();
+            }
+            let fading = self.fade.is_smoothing();
+            if self.countdown == 0 && !fading {
+                // Settled: constant coefficients to the end of the block.
+                self.slots[self.current].process_settled(&mut left[i..n], &mut right[i..n]);
+                break;
+            }
+            // A segment (frequency ramp) or, with the frequency still, the rest of a fade.
+            let end = if self.countdown > 0 {
+                (i + self.countdown as usize).min(n)
+            } else {
+                n
+            };
+            let mut k = i;
+            while k < end {
+                let (xl, xr) = (left[k] as f64, right[k] as f64);
+                let (mut yl, mut yr) = self.slots[self.current].tick(xl, xr);
+                if self.fade.is_smoothing() {
+                    let w = self.fade.tick() as f64;
+                    let (ol, or) = self.slots[1 - self.current].tick(xl, xr);
+                    yl = ol + w * (yl - ol);
+                    yr = or + w * (yr - or);
+                }
+                left[k] = yl as f32;
+                right[k] = yr as f32;
+                k += 1;
+                if fading && !self.fade.is_smoothing() && self.countdown == 0 {
+                    // Fade over: a pending order change may start right here.
+                    break;
+                }
+            }
+            if self.countdown > 0 {
+                self.countdown -= (k - i) as u32;
+            }
+            i = k;
+        }
+        for s in &mut self.slots {
+            s.heal();
+        }
+        if self.is_idle() {
+            self.reset();
+        }
+    }
+}
+
+/// Filter order of a slope.
+fn slope_order(slope: FilterSlope) -> usize {
+    match slope {
+        FilterSlope::Db12 => 2,
+        FilterSlope::Db24 => 4,
+        FilterSlope::Db48 => 8,
+    }
+}
+
+/// Sanitises a block in place (NaN/±Inf → 0, denormals flushed, clamped to ±10⁶).
+fn sanitize_block(left: &mut [f32], right: &mut [f32]) {
+    for x in left.iter_mut().chain(right.iter_mut()) {
+        *x = sanitize(*x);
+    }
+}
+
+/// Per-stem EQ: HPF → low shelf → bell 1 → bell 2 → high shelf → LPF.
+#[derive(Debug, Clone)]
+pub struct StemEq {
+    /// Sample rate in Hz.
+    sample_rate: f32,
+    /// Settings as last set (clamped), for [`StemEq::response_db`].
+    settings: EqSettings,
+    /// High-pass, 10..1000 Hz, 12/24/48 dB/oct.
+    hpf: PassFilter,
+    /// Low shelf.
+    low_shelf: ParametricBand,
+    /// First bell.
+    bell1: ParametricBand,
+    /// Second bell.
+    bell2: ParametricBand,
+    /// High shelf.
+    high_shelf: ParametricBand,
+    /// Low-pass, 1 kHz..min(22 kHz, 0.45·fs), 12 dB/oct.
+    lpf: PassFilter,
+}
+
+impl StemEq {
+    /// A neutral EQ at `sample_rate` (44.1..192 kHz).
+    pub fn new(sample_rate: f32) -> Self {
+        let d = EqSettings::default();
+        let mut eq = Self {
+            sample_rate,
+            settings: d,
+            hpf: PassFilter::new(PassKind::Highpass, sample_rate, d.hpf_hz),
+            low_shelf: ParametricBand::new(BandShape::LowShelf, sample_rate, 100.0, 0.707),
+            bell1: ParametricBand::new(BandShape::Peaking, sample_rate, 400.0, 1.0),
+            bell2: ParametricBand::new(BandShape::Peaking, sample_rate, 3000.0, 1.0),
+            high_shelf: ParametricBand::new(BandShape::HighShelf, sample_rate, 8000.0, 0.707),
+            lpf: PassFilter::new(PassKind::Lowpass, sample_rate, d.lpf_hz),
+        };
+        eq.set_settings(&d);
+        eq.reset();
+        eq
+    }
+
+    /// Changes the sample rate (not real-time safe): rebuilt with the current settings,
+    /// settled.
+    pub fn set_sample_rate(&mut self, sample_rate: f32) {
+        let s = self.settings;
+        *self = Self::new(sample_rate);
+        self.set_settings(&s);
+        self.reset();
+    }
+
+    /// Clamps `s` to its documented ranges.
+    pub fn clamp_settings(s: &EqSettings, sample_rate: f32) -> EqSettings {
+        let band = |shape, b: &EqBand| {
+            let t = BandTarget::from_band(shape, b, true, sample_rate);
+            EqBand {
+                enabled: b.enabled,
+                freq_hz: t.freq_hz,
+                gain_db: clamp_or(b.gain_db, -18.0, 18.0, 0.0),
+                q: t.q,
+            }
+        };
+        EqSettings {
+            enabled: s.enabled,
+            hpf_enabled: s.hpf_enabled,
+            hpf_hz: clamp_or(s.hpf_hz, 10.0, 1000.0, 30.0),
+            hpf_slope: s.hpf_slope,
+            low_shelf: band(BandShape::LowShelf, &s.low_shelf),
+            bell1: band(BandShape::Peaking, &s.bell1),
+            bell2: band(BandShape::Peaking, &s.bell2),
+            high_shelf: band(BandShape::HighShelf, &s.high_shelf),
+            lpf_enabled: s.lpf_enabled,
+            lpf_hz: clamp_or(
+                s.lpf_hz,
+                1000.0,
+                22_000.0f32.min(MAX_FREQ_RATIO * sample_rate),
+                20_000.0,
+            ),
+        }
+    }
+
+    /// Sets new targets (clamped; every continuous control ramps). Real-time safe.
+    pub fn set_settings(&mut self, settings: &EqSettings) {
+        let fs = self.sample_rate;
+        let s = Self::clamp_settings(settings, fs);
+        self.settings = s;
+        let on = s.enabled;
+        let hpf_order = if on && s.hpf_enabled {
+            slope_order(s.hpf_slope)
+        } else {
+            0
+        };
+        self.hpf.set_target(hpf_order, s.hpf_hz);
+        let lpf_order = if on && s.lpf_enabled { 2 } else { 0 };
+        self.lpf.set_target(lpf_order, s.lpf_hz);
+        for (band, shape, b) in [
+            (&mut self.low_shelf, BandShape::LowShelf, &s.low_shelf),
+            (&mut self.bell1, BandShape::Peaking, &s.bell1),
+            (&mut self.bell2, BandShape::Peaking, &s.bell2),
+            (&mut self.high_shelf, BandShape::HighShelf, &s.high_shelf),
+        ] {
+            band.set_target(&BandTarget::from_band(shape, b, on, fs));
+        }
+    }
+
+    /// Clears all filter state and jumps every ramp to its target.
+    pub fn reset(&mut self) {
+        self.hpf.reset();
+        self.lpf.reset();
+        for b in self.bands_mut() {
+            b.reset();
+        }
+    }
+
+    fn bands_mut(&mut self) -> [&mut ParametricBand; 4] {
+        [
+            &mut self.low_shelf,
+            &mut self.bell1,
+            &mut self.bell2,
+            &mut self.high_shelf,
+        ]
+    }
+
+    /// Processing delay in samples (none: minimum-phase IIR).
+    pub fn latency_samples(&self) -> usize {
+        0
+    }
+
+    /// True if `process` currently changes the signal (false once neutral and settled).
+    pub fn is_active(&self) -> bool {
+        !self.hpf.is_idle()
+            || !self.lpf.is_idle()
+            || self.low_shelf.needs_processing()
+            || self.bell1.needs_processing()
+            || self.bell2.needs_processing()
+            || self.high_shelf.needs_processing()
+    }
+
+    /// Equalises a stereo block in place (the shorter length of the two is processed). Input is
+    /// sanitised when any band is active; a neutral, settled EQ leaves the buffers untouched.
+    pub fn process(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = left.len().min(right.len());
+        let (left, right) = (&mut left[..n], &mut right[..n]);
+        if !self.is_active() {
+            return;
+        }
+        sanitize_block(left, right);
+        self.hpf.process(left, right);
+        for b in self.bands_mut() {
+            b.process(left, right);
+        }
+        self.lpf.process(left, right);
+    }
+
+    /// Magnitude in dB at `freq_hz` of the EQ as currently set (targets, not the ramp), for
+    /// drawing the curve.
+    pub fn response_db(&self, freq_hz: f32) -> f32 {
+        eq_response_db(&self.settings, self.sample_rate, freq_hz)
+    }
+}
+
+/// Magnitude in dB at `freq_hz` of a [`StemEq`] with `settings` at `sample_rate` (the digital
+/// filters' exact response; 0 when disabled).
+pub fn eq_response_db(settings: &EqSettings, sample_rate: f32, freq_hz: f32) -> f32 {
+    let s = StemEq::clamp_settings(settings, sample_rate);
+    if !s.enabled {
+        return 0.0;
+    }
+    let (fs, f) = (sample_rate as f64, freq_hz as f64);
+    let mut db = 0.0;
+    for (on, kind, order, hz) in [
+        (
+            s.hpf_enabled,
+            PassKind::Highpass,
+            slope_order(s.hpf_slope),
+            s.hpf_hz,
+        ),
+        (s.lpf_enabled, PassKind::Lowpass, 2, s.lpf_hz),
+    ] {
+        if on {
+            let c = Cascade::design(kind, order, fs, hz as f64);
+            db += c[..order / 2]
+                .iter()
+                .map(|c| c.magnitude_db(f, fs))
+                .sum::<f64>();
+        }
+    }
+    for (shape, b) in [
+        (BandShape::LowShelf, &s.low_shelf),
+        (BandShape::Peaking, &s.bell1),
+        (BandShape::Peaking, &s.bell2),
+        (BandShape::HighShelf, &s.high_shelf),
+    ] {
+        let t = BandTarget::from_band(shape, b, true, sample_rate);
+        db += t.coefficients(shape, sample_rate).magnitude_db(f, fs);
+    }
+    db as f32
+}
+
+/// Master EQ: low shelf → bell → high shelf → tilt.
+#[derive(Debug, Clone)]
+pub struct MasterEq {
+    /// Sample rate in Hz.
+    sample_rate: f32,
+    /// Settings as last set (clamped), for [`MasterEq::response_db`].
+    settings: MasterEqSettings,
+    /// Low shelf.
+    low_shelf: ParametricBand,
+    /// Bell.
+    bell: ParametricBand,
+    /// High shelf.
+    high_shelf: ParametricBand,
+    /// First-order tilt (gain = total tilt in dB, frequency = pivot).
+    tilt: ParametricBand,
+}
+
+impl MasterEq {
+    /// A neutral master EQ at `sample_rate`.
+    pub fn new(sample_rate: f32) -> Self {
+        let d = MasterEqSettings::default();
+        let mut eq = Self {
+            sample_rate,
+            settings: d,
+            low_shelf: ParametricBand::new(BandShape::LowShelf, sample_rate, 80.0, 0.707),
+            bell: ParametricBand::new(BandShape::Peaking, sample_rate, 1000.0, 0.7),
+            high_shelf: ParametricBand::new(BandShape::HighShelf, sample_rate, 10_000.0, 0.707),
+            tilt: ParametricBand::new(BandShape::Tilt, sample_rate, 1000.0, 0.707),
+        };
+        eq.set_settings(&d);
+        eq.reset();
+        eq
+    }
+
+    /// Changes the sample rate (not real-time safe): rebuilt with the current settings,
+    /// settled.
+    pub fn set_sample_rate(&mut self, sample_rate: f32) {
+        let s = self.settings;
+        *self = Self::new(sample_rate);
+        self.set_settings(&s);
+        self.reset();
+    }
+
+    /// Clamps `s` to its documented ranges (tilt −6..6 dB, pivot 200..5000 Hz).
+    pub fn clamp_settings(s: &MasterEqSettings, sample_rate: f32) -> MasterEqSettings {
+        let band = |shape, b: &EqBand| {
+            let t = BandTarget::from_band(shape, b, true, sample_rate);
+            EqBand {
+                enabled: b.enabled,
+                freq_hz: t.freq_hz,
+                gain_db: clamp_or(b.gain_db, -18.0, 18.0, 0.0),
+                q: t.q,
+            }
+        };
+        MasterEqSettings {
+            enabled: s.enabled,
+            low_shelf: band(BandShape::LowShelf, &s.low_shelf),
+            bell: band(BandShape::Peaking, &s.bell),
+            high_shelf: band(BandShape::HighShelf, &s.high_shelf),
+            tilt_db: clamp_or(s.tilt_db, -6.0, 6.0, 0.0),
+            tilt_hz: clamp_or(s.tilt_hz, 200.0, 5000.0, 1000.0),
+        }
+    }
+
+    fn targets(s: &MasterEqSettings, sample_rate: f32) -> [(BandShape, BandTarget); 4] {
+        let on = s.enabled;
+        let band = |shape, b| (shape, BandTarget::from_band(shape, b, on, sample_rate));
+        [
+            band(BandShape::LowShelf, &s.low_shelf),
+            band(BandShape::Peaking, &s.bell),
+            band(BandShape::HighShelf, &s.high_shelf),
+            (
+                BandShape::Tilt,
+                BandTarget {
+                    freq_hz: s.tilt_hz,
+                    q: 0.707,
+                    gain_db: if on { s.tilt_db } else { 0.0 },
+                },
+            ),
+        ]
+    }
+
+    /// Sets new targets (clamped, smoothed). Real-time safe.
+    pub fn set_settings(&mut self, settings: &MasterEqSettings) {
+        let s = Self::clamp_settings(settings, self.sample_rate);
+        self.settings = s;
+        let targets = Self::targets(&s, self.sample_rate);
+        for (band, (_, t)) in self.bands_mut().into_iter().zip(targets) {
+            band.set_target(&t);
+        }
+    }
+
+    fn bands_mut(&mut self) -> [&mut ParametricBand; 4] {
+        [
+            &mut self.low_shelf,
+            &mut self.bell,
+            &mut self.high_shelf,
+            &mut self.tilt,
+        ]
+    }
+
+    /// Clears all filter state and jumps every ramp to its target.
+    pub fn reset(&mut self) {
+        for b in self.bands_mut() {
+            b.reset();
+        }
+    }
+
+    /// Processing delay in samples (none).
+    pub fn latency_samples(&self) -> usize {
+        0
+    }
+
+    /// True if `process` currently changes the signal.
+    pub fn is_active(&self) -> bool {
+        self.low_shelf.needs_processing()
+            || self.bell.needs_processing()
+            || self.high_shelf.needs_processing()
+            || self.tilt.needs_processing()
+    }
+
+    /// Equalises a stereo block in place (see [`StemEq::process`]).
+    pub fn process(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = left.len().min(right.len());
+        let (left, right) = (&mut left[..n], &mut right[..n]);
+        if !self.is_active() {
+            return;
+        }
+        sanitize_block(left, right);
+        for b in self.bands_mut() {
+            b.process(left, right);
+        }
+    }
+
+    /// Magnitude in dB at `freq_hz` of the EQ as currently set, for drawing the curve.
+    pub fn response_db(&self, freq_hz: f32) -> f32 {
+        master_eq_response_db(&self.settings, self.sample_rate, freq_hz)
+    }
+}
+
+/// Magnitude in dB at `freq_hz` of a [`MasterEq`] with `settings` at `sample_rate`.
+pub fn master_eq_response_db(settings: &MasterEqSettings, sample_rate: f32, freq_hz: f32) -> f32 {
+    let s = MasterEq::clamp_settings(settings, sample_rate);
+    MasterEq::targets(&s, sample_rate)
+        .iter()
+        .map(|(shape, t)| {
+            t.coefficients(*shape, sample_rate)
+                .magnitude_db(freq_hz as f64, sample_rate as f64)
+        })
+        .sum::<f64>() as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::biquad::test_support::*;
+
+    const RATES: [f32; 4] = [44_100.0, 48_000.0, 96_000.0, 192_000.0];
+
+    impl TestProcessor for StemEq {
+        type Settings = EqSettings;
+        fn create(fs: f32) -> Self {
+            Self::new(fs)
+        }
+        fn apply(&mut self, s: &EqSettings) {
+            self.set_settings(s);
+        }
+        fn settle(&mut self) {
+            self.reset();
+        }
+        fn run(&mut self, l: &mut [f32], r: &mut [f32]) {
+            self.process(l, r);
+        }
+    }
+
+    impl TestProcessor for MasterEq {
+        type Settings = MasterEqSettings;
+        fn create(fs: f32) -> Self {
+            Self::new(fs)
+        }
+        fn apply(&mut self, s: &MasterEqSettings) {
+            self.set_settings(s);
+        }
+        fn settle(&mut self) {
+            self.reset();
+        }
+        fn run(&mut self, l: &mut [f32], r: &mut [f32]) {
+            self.process(l, r);
+        }
+    }
+
+    fn band(freq_hz: f32, gain_db: f32, q: f32) -> EqBand {
+        EqBand {
+            enabled: true,
+            freq_hz,
+            gain_db,
+            q,
+        }
+    }
+
+    /// Every band on.
+    fn busy() -> EqSettings {
+        EqSettings {
+            enabled: true,
+            hpf_enabled: true,
+            hpf_hz: 40.0,
+            hpf_slope: FilterSlope::Db24,
+            low_shelf: band(120.0, 4.0, 0.707),
+            bell1: band(450.0, -6.0, 2.0),
+            bell2: band(2500.0, 5.0, 0.8),
+            high_shelf: band(9000.0, -3.0, 0.9),
+            lpf_enabled: true,
+            lpf_hz: 16_000.0,
+        }
+    }
+
+    fn busy_master() -> MasterEqSettings {
+        MasterEqSettings {
+            enabled: true,
+            low_shelf: band(90.0, 3.0, 0.707),
+            bell: band(800.0, -4.0, 1.5),
+            high_shelf: band(11_000.0, 2.5, 0.707),
+            tilt_db: 4.0,
+            tilt_hz: 1200.0,
+        }
+    }
+
+    /// Measured steady-state gain of a `freq_hz` sine through `p` (settled), in dB.
+    fn measured_db<P: TestProcessor>(fs: f32, s: &P::Settings, freq_hz: f64) -> f64 {
+        let settle = (0.3 * fs) as usize;
+        let len = settle + (0.1 * fs) as usize;
+        let x = sine(freq_hz, fs as f64, 0.25, 0, len);
+        let (l, _) = render::<P>(fs, (&x, &x), 512, s, |_| *s);
+        20.0 * (sine_amplitude(&l[settle..], freq_hz, fs as f64, settle) / 0.25).log10()
+    }
+
+    #[test]
+    fn neutral_settings_are_bit_transparent() {
+        let mut rng = Rng(5);
+        let mut x = rng.noise(1.0, 20_000);
+        x[10] = 1.0e-30; // denormal-range and huge values pass untouched as well
+        x[11] = 3.0e7;
+        let y = rng.noise(0.3, 20_000);
+        // Defaults; every band switched on but at 0 dB; the whole EQ disabled with busy bands.
+        let mut zero_gain = busy();
+        zero_gain.hpf_enabled = false;
+        zero_gain.lpf_enabled = false;
+        for b in [
+            &mut zero_gain.low_shelf,
+            &mut zero_gain.bell1,
+            &mut zero_gain.bell2,
+            &mut zero_gain.high_shelf,
+        ] {
+            b.gain_db = 0.0;
+        }
+        let disabled = EqSettings {
+            enabled: false,
+            ..busy()
+        };
+        for s in [EqSettings::default(), zero_gain, disabled] {
+            for block in [1, 64, 4096] {
+                let out = render::<StemEq>(48_000.0, (&x, &y), block, &s, |_| s);
+                assert!(out.0 == x && out.1 == y, "{s:?} block {block}");
+            }
+        }
+        let m = MasterEqSettings::default();
+        let out = render::<MasterEq>(48_000.0, (&x, &y), 256, &m, |_| m);
+        assert!(out.0 == x && out.1 == y);
+        assert_eq!(StemEq::new(48_000.0).latency_samples(), 0);
+        assert_eq!(MasterEq::new(48_000.0).latency_samples(), 0);
+    }
+
+    /// A sine's steady-state gain matches `response_db` (the digital filters' analytic response)
+    /// within 0.1 dB, at every rate.
+    #[test]
+    fn measured_gain_matches_response() {
+        let mut worst = 0.0f64;
+        for &fs in &RATES {
+            let mut steep = busy();
+            steep.hpf_slope = FilterSlope::Db48;
+            steep.hpf_hz = 80.0;
+            steep.bell1 = band(1000.0, 12.0, 6.0);
+            steep.lpf_hz = 19_000.0;
+            for s in [busy(), steep] {
+                let eq = {
+                    let mut e = StemEq::new(fs);
+                    e.set_settings(&s);
+                    e
+                };
+                for f in [30.0, 60.0, 100.0, 440.0, 1000.0, 2500.0, 7000.0, 15_000.0] {
+                    let expect = eq.response_db(f as f32) as f64;
+                    assert!((expect - eq_response_db(&s, fs, f as f32) as f64).abs() < 1e-6);
+                    let got = measured_db::<StemEq>(fs, &s, f);
+                    worst = worst.max((got - expect).abs());
+                    assert!(
+                        (got - expect).abs() < 0.1,
+                        "fs {fs} f {f}: measured {got:.3} vs {expect:.3}"
+                    );
+                }
+            }
+            let m = busy_master();
+            let meq = {
+                let mut e = MasterEq::new(fs);
+                e.set_settings(&m);
+                e
+            };
+            for f in [40.0, 800.0, 1200.0, 5000.0, 15_000.0] {
+                let expect = meq.response_db(f as f32) as f64;
+                let got = measured_db::<MasterEq>(fs, &m, f);
+                worst = worst.max((got - expect).abs());
+                assert!((got - expect).abs() < 0.1, "master fs {fs} f {f}");
+            }
+        }
+        eprintln!("worst |measured − analytic| = {worst:.5} dB");
+    }
+
+    /// The response of the digital EQ matches the analog prototypes at low frequency
+    /// (192 kHz, f ≤ 2 kHz, where the bilinear warping is negligible).
+    #[test]
+    fn response_matches_analog_prototype_at_low_frequency() {
+        let fs = 192_000.0;
+        let mut s = busy();
+        s.high_shelf.enabled = false;
+        s.lpf_enabled = false;
+        let analog = |f: f64| -> f64 {
+            let sec = |num: [f64; 3], den: [f64; 3], f0: f64| analog_db(num, den, f / f0);
+            let hp: f64 = crate::biquad::BUTTERWORTH_Q4
+                .iter()
+                .map(|&q| sec([1.0, 0.0, 0.0], [1.0, 1.0 / q, 1.0], 40.0))
+                .sum();
+            let a = 10f64.powf(4.0 / 40.0);
+            let q = 0.707;
+            let ls = sec([a, a * a.sqrt() / q, a * a], [a, a.sqrt() / q, 1.0], 120.0);
+            let bell = |f0: f64, g: f64, q: f64| {
+                let a = 10f64.powf(g / 40.0);
+                sec([1.0, a / q, 1.0], [1.0, 1.0 / (a * q), 1.0], f0)
+            };
+            hp + ls + bell(450.0, -6.0, 2.0) + bell(2500.0, 5.0, 0.8)
+        };
+        for f in [
+            20.0, 35.0, 40.0, 60.0, 120.0, 300.0, 450.0, 700.0, 1000.0, 2000.0,
+        ] {
+            let d = eq_response_db(&s, fs, f as f32) as f64;
+            assert!((d - analog(f)).abs() < 0.1, "{f}: {d} vs {}", analog(f));
+        }
+        // The master tilt: −t/2, 0, +t/2 in the analog sense too.
+        let m = MasterEqSettings {
+            tilt_db: 6.0,
+            tilt_hz: 1000.0,
+            ..MasterEqSettings::default()
+        };
+        assert!(master_eq_response_db(&m, 48_000.0, 1000.0).abs() < 1e-4);
+        assert!((master_eq_response_db(&m, 48_000.0, 5.0) + 3.0).abs() < 0.01);
+        assert!((master_eq_response_db(&m, 48_000.0, 23_999.0) - 3.0).abs() < 0.01);
+        // Analog first-order tilt at f: |(g·jx + 1)/(jx + g)|, x = f/pivot.
+        let g = 10f64.powf(6.0 / 40.0);
+        for f in [50.0, 200.0, 500.0, 2000.0] {
+            let x = f / 1000.0;
+            let an = 20.0 * ((g * x).hypot(1.0) / x.hypot(g)).log10();
+            let d = master_eq_response_db(&m, 192_000.0, f as f32) as f64;
+            assert!((d - an).abs() < 0.1, "tilt {f}: {d} vs {an}");
+        }
+    }
+
+    /// Random settings at every rate, then random automation every 64 samples, never make
+    /// non-finite or runaway output.
+    #[test]
+    fn stable_for_random_settings_and_sweeps() {
+        let mut rng = Rng(0xC0FFEE);
+        let slopes = [FilterSlope::Db12, FilterSlope::Db24, FilterSlope::Db48];
+        let random = |rng: &mut Rng| {
+            let b = |rng: &mut Rng, q_lo, q_hi| EqBand {
+                enabled: rng.next_f64() < 0.8,
+                freq_hz: rng.log_range(20.0, 20_000.0) as f32,
+                gain_db: rng.range(-18.0, 18.0) as f32,
+                q: rng.log_range(q_lo, q_hi) as f32,
+            };
+            EqSettings {
+                enabled: rng.next_f64() < 0.9,
+                hpf_enabled: rng.next_f64() < 0.7,
+                hpf_hz: rng.log_range(10.0, 1000.0) as f32,
+                hpf_slope: slopes[(rng.next_f64() * 3.0) as usize % 3],
+                low_shelf: b(rng, 0.3, 2.0),
+                bell1: b(rng, 0.1, 10.0),
+                bell2: b(rng, 0.1, 10.0),
+                high_shelf: b(rng, 0.3, 2.0),
+                lpf_enabled: rng.next_f64() < 0.7,
+                lpf_hz: rng.log_range(1000.0, 22_000.0) as f32,
+            }
+        };
+        for &fs in &RATES {
+            let x = rng.noise(0.1, fs as usize / 4);
+            // Fixed random settings. Worst case gain is four +18 dB bands on top of each other
+            // (+72 dB, ×4000) on noise of 0.1 peak.
+            for _ in 0..8 {
+                let s = random(&mut rng);
+                let (l, r) = render::<StemEq>(fs, (&x, &x), 256, &s, |_| s);
+                assert!(
+                    l.iter()
+                        .chain(&r)
+                        .all(|v| v.is_finite() && v.abs() < 1000.0)
+                );
+            }
+            // Sweeping: a new random target every 64 samples.
+            let list: Vec<EqSettings> = (0..x.len() / 64 + 1).map(|_| random(&mut rng)).collect();
+            let (l, r) = render::<StemEq>(fs, (&x, &x), 64, &list[0], |n| list[n / 64]);
+            let peak = l.iter().chain(&r).fold(0.0f32, |m, v| m.max(v.abs()));
+            assert!(
+                peak.is_finite() && peak < 1000.0,
+                "fs {fs}: sweep peak {peak}"
+            );
+        }
+    }
+
+    fn click_input(fs: f32, freq_hz: f64, len: usize) -> (Vec<f32>, Vec<f32>) {
+        let l = sine(freq_hz, fs as f64, 0.5, 0, len);
+        let r = sine(freq_hz, fs as f64, 0.3, 17, len);
+        (l, r)
+    }
+
+    /// Steps each continuous control (and the switches) with a sine running, at block sizes
+    /// 1 and 512: the largest sample-to-sample step around the change stays within 5 % of the
+    /// larger of the two steady states.
+    #[test]
+    fn automation_never_clicks() {
+        let fs = 48_000.0;
+        let at = 12_288;
+        let len = at + 4800;
+        type Case = (&'static str, fn(&mut EqSettings), fn(&mut EqSettings), f64);
+        let cases: [Case; 22] = [
+            ("hpf up", |s| s.hpf_hz = 20.0, |s| s.hpf_hz = 200.0, 1000.0),
+            (
+                "hpf down",
+                |s| s.hpf_hz = 200.0,
+                |s| s.hpf_hz = 20.0,
+                1000.0,
+            ),
+            ("hpf on", |s| s.hpf_enabled = false, |_| {}, 100.0),
+            (
+                "hpf slope",
+                |_| {},
+                |s| s.hpf_slope = FilterSlope::Db48,
+                150.0,
+            ),
+            (
+                "lpf down",
+                |s| s.lpf_hz = 18_000.0,
+                |s| s.lpf_hz = 2000.0,
+                500.0,
+            ),
+            ("lpf off", |_| {}, |s| s.lpf_enabled = false, 8000.0),
+            (
+                "ls gain",
+                |s| s.low_shelf.gain_db = -12.0,
+                |s| s.low_shelf.gain_db = 12.0,
+                60.0,
+            ),
+            ("ls freq", |_| {}, |s| s.low_shelf.freq_hz = 400.0, 60.0),
+            (
+                "ls q",
+                |s| s.low_shelf.q = 0.3,
+                |s| s.low_shelf.q = 2.0,
+                120.0,
+            ),
+            ("ls off", |_| {}, |s| s.low_shelf.enabled = false, 60.0),
+            (
+                "b1 gain",
+                |s| s.bell1.gain_db = -18.0,
+                |s| s.bell1.gain_db = 18.0,
+                450.0,
+            ),
+            (
+                "b1 gain down",
+                |s| s.bell1.gain_db = 18.0,
+                |s| s.bell1.gain_db = -18.0,
+                450.0,
+            ),
+            ("b1 freq", |_| {}, |s| s.bell1.freq_hz = 1800.0, 150.0),
+            ("b1 q", |s| s.bell1.q = 0.2, |s| s.bell1.q = 8.0, 450.0),
+            ("b2 gain", |_| {}, |s| s.bell2.gain_db = -15.0, 2500.0),
+            ("b2 freq", |_| {}, |s| s.bell2.freq_hz = 600.0, 8000.0),
+            ("b2 q", |_| {}, |s| s.bell2.q = 10.0, 2500.0),
+            ("hs gain", |_| {}, |s| s.high_shelf.gain_db = 12.0, 12_000.0),
+            (
+                "hs freq",
+                |_| {},
+                |s| s.high_shelf.freq_hz = 3000.0,
+                12_000.0,
+            ),
+            ("hs q", |_| {}, |s| s.high_shelf.q = 2.0, 9000.0),
+            ("bypass", |_| {}, |s| s.enabled = false, 440.0),
+            ("enable", |s| s.enabled = false, |_| {}, 440.0),
+        ];
+        let mut worst = (0.0f32, "");
+        for (name, from_fn, to_fn, f) in cases {
+            let (l, r) = click_input(fs, f, len);
+            let (mut from, mut to) = (busy(), busy());
+            from_fn(&mut from);
+            from_fn(&mut to);
+            to_fn(&mut to);
+            for block in [1, 512] {
+                let rep = click_report::<StemEq>(fs, (&l, &r), block, &from, &to, at, 2400);
+                if rep.ratio() > worst.0 {
+                    worst = (rep.ratio(), name);
+                }
+                assert!(rep.ratio() <= 1.05, "{name} block {block}: {rep:?}");
+            }
+        }
+        eprintln!("worst click ratio {:.4} ({})", worst.0, worst.1);
+    }
+
+    #[test]
+    fn master_automation_never_clicks() {
+        let fs = 48_000.0;
+        let at = 12_288;
+        let len = at + 4800;
+        type Case = (fn(&mut MasterEqSettings), f64);
+        let cases: [Case; 5] = [
+            (|s| s.tilt_db = -6.0, 5000.0),
+            (|s| s.tilt_hz = 300.0, 1000.0),
+            (|s| s.bell.gain_db = 9.0, 800.0),
+            (|s| s.low_shelf.freq_hz = 300.0, 50.0),
+            (|s| s.enabled = false, 5000.0),
+        ];
+        for (i, (to_fn, f)) in cases.into_iter().enumerate() {
+            let (l, r) = click_input(fs, f, len);
+            let from = busy_master();
+            let mut to = from;
+            to_fn(&mut to);
+            for block in [1, 512] {
+                let rep = click_report::<MasterEq>(fs, (&l, &r), block, &from, &to, at, 2400);
+                assert!(rep.ratio() <= 1.05, "case {i} block {block}: {rep:?}");
+            }
+        }
+    }
+
+    /// Bypass settles to the exact input, and the output is the same whatever the block size.
+    #[test]
+    fn bypass_settles_bit_transparent_and_block_size_does_not_matter() {
+        let fs = 48_000.0;
+        let mut rng = Rng(11);
+        let x = rng.noise(0.5, 48_000);
+        let y = rng.noise(0.5, 48_000);
+        let on = busy();
+        let off = EqSettings {
+            enabled: false,
+            ..on
+        };
+        let at = 8192;
+        let outs: Vec<_> = [1, 64, 512]
+            .iter()
+            .map(|&b| render::<StemEq>(fs, (&x, &y), b, &on, |n| if n < at { on } else { off }))
+            .collect();
+        for o in &outs[1..] {
+            let d = o.0.iter().zip(&outs[0].0).map(|(a, b)| (a - b).abs());
+            assert!(d.fold(0.0f32, f32::max) < 1e-7);
+        }
+        // 20 ms ramp plus state decay; well settled after 0.5 s.
+        let settled = at + 24_000;
+        assert!(outs[2].0[settled..] == x[settled..] && outs[2].1[settled..] == y[settled..]);
+        assert!(outs[2].0[..at] != x[..at]);
+    }
+
+    /// NaN and ±Inf in: finite out, exactly as if the bad samples had been silence (nothing
+    /// poisons the state), and one block after they stop the output is back on the clean run's
+    /// steady state — as far as the filters' own memory allows: with bands at ≥ 1 kHz (decay
+    /// < 1 ms) within 10⁻⁴, with the busy setting (40 Hz 24 dB HPF, 120 Hz shelf: ≈ 10 ms
+    /// ring) within 2 % of the amplitude, and within 10⁻⁴ after eight blocks.
+    #[test]
+    fn nan_and_inf_recover_within_a_block() {
+        let fs = 48_000.0;
+        let f = 1000.0;
+        let len = 16_384;
+        let clean = sine(f, fs as f64, 0.5, 0, len);
+        let (mut bad, mut silent) = (clean.clone(), clean.clone());
+        let (from, to) = (8192, 8192 + 300);
+        for (i, v) in bad[from..to].iter_mut().enumerate() {
+            *v = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][i % 3];
+        }
+        silent[from..to].fill(0.0);
+        let mut mid = busy();
+        mid.hpf_enabled = false;
+        mid.low_shelf = band(1000.0, 4.0, 0.707);
+        mid.bell1 = band(1500.0, -6.0, 1.0);
+        let max_err = |a: &[f32], b: &[f32]| {
+            a.iter()
+                .zip(b)
+                .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+        };
+        for (s, one_block_tol) in [(mid, 1e-4), (busy(), 1e-2)] {
+            let good = render::<StemEq>(fs, (&clean, &clean), 512, &s, |_| s);
+            let out = render::<StemEq>(fs, (&bad, &bad), 512, &s, |_| s);
+            let reference = render::<StemEq>(fs, (&silent, &silent), 512, &s, |_| s);
+            assert!(out.0.iter().chain(&out.1).all(|v| v.is_finite()));
+            assert!(out == reference);
+            let one = max_err(&out.0[to + 512..], &good.0[to + 512..]);
+            let eight = max_err(&out.0[to + 8 * 512..], &good.0[to + 8 * 512..]);
+            eprintln!("error one block after NaN: {one:.2e}, eight blocks: {eight:.2e}");
+            assert!(one < one_block_tol && eight < 1e-4, "{one} {eight}");
+        }
+    }
+}
