@@ -17,7 +17,7 @@ use crate::meters::{MeterSet, PublishedMeters};
 use crate::settings::{EngineSettings, MainInputRole, MonitorSource};
 use crate::smoother::Smoother;
 use crate::stem::StemChain;
-use crate::util::{db_to_gain, sanitize};
+use crate::util::{db_to_gain, gain_to_db, power_to_db, sanitize};
 
 /// Largest number of frames processed in one internal pass.
 pub const CHUNK: usize = 128;
@@ -82,6 +82,17 @@ pub struct EngineMeters {
     pub limiter_gr: PublishedGain,
     /// Loudness-match gain applied to the monitored non-processed path, dB.
     pub match_gain_db: AtomicF32,
+    /// Loudness-target helper: the drive (dB) that would bring the integrated loudness of the
+    /// processed output (measured since the last meter reset) to the master's `target_lufs`,
+    /// assuming the chain is linear around the current setting: `drive + target − integrated`.
+    /// NaN until there is a measurement. A "learn" is: reset the meters, play the material, read
+    /// this; with heavy limiting a second learn refines it (the offline tool iterates exactly).
+    pub proposed_drive_db: AtomicF32,
+    /// Null test (main input role `ReferenceMix`): largest |unprocessed sum − reference mix|
+    /// since the last read, linear (read with `swap(0)`).
+    pub null_peak: AtomicF32,
+    /// Null test: RMS of the residual over the last block, dBFS.
+    pub null_rms_db: AtomicF32,
     /// Set by a reader to reset every meter's integrated loudness, LRA and maxima.
     reset_all: AtomicBool,
 }
@@ -126,7 +137,12 @@ pub struct Engine {
     master: MasterChain,
     /// Delays the raw stem sum by the engine latency.
     raw_delay: DelayLine,
-    /// Delays the main input by the engine latency.
+    /// Delays the mix key by the stem-chain latency, to align it with the master input.
+    key_delay: DelayLine,
+    /// Delays the main input by the stem-chain latency (aligned with the processed stems, for
+    /// "add to sum").
+    main_stem_delay: DelayLine,
+    /// Delays the main input further by the master-chain latency (aligned with the output).
     main_delay: DelayLine,
     /// Per-stem meters.
     stem_meters: Vec<MeterSet>,
@@ -144,6 +160,10 @@ pub struct Engine {
     published: Arc<EngineMeters>,
     /// Total latency in samples.
     latency: usize,
+    /// Null test accumulators over the current host block: peak (linear), energy, frames.
+    null_peak: f32,
+    null_energy: f64,
+    null_frames: usize,
     /// Scratch buffers.
     scratch: Scratch,
 }
@@ -156,7 +176,8 @@ impl Engine {
         let num_stems = num_stems.clamp(1, MAX_STEMS);
         let stems: Vec<StemChain> = (0..num_stems).map(|_| StemChain::new(sample_rate)).collect();
         let master = MasterChain::new(sample_rate);
-        let latency = stems[0].latency_samples() + master.latency_samples();
+        let stem_latency = stems[0].latency_samples();
+        let latency = stem_latency + master.latency_samples();
         let ramp = |v: f32, ms: f32| Smoother::new(v, ms, sample_rate);
         let mut engine = Self {
             sample_rate,
@@ -167,7 +188,9 @@ impl Engine {
             stem_audible: (0..num_stems).map(|_| ramp(1.0, MUTE_RAMP_MS)).collect(),
             master,
             raw_delay: DelayLine::new(latency),
-            main_delay: DelayLine::new(latency),
+            key_delay: DelayLine::new(stem_latency),
+            main_stem_delay: DelayLine::new(stem_latency),
+            main_delay: DelayLine::new(latency - stem_latency),
             stem_meters: (0..num_stems).map(|_| MeterSet::new(sample_rate)).collect(),
             master_meter: MeterSet::new(sample_rate),
             raw_meter: MeterSet::new(sample_rate),
@@ -180,6 +203,9 @@ impl Engine {
             match_gain: ramp(1.0, MONITOR_RAMP_MS),
             published: Arc::new(EngineMeters::default()),
             latency,
+            null_peak: 0.0,
+            null_energy: 0.0,
+            null_frames: 0,
             scratch: Scratch {
                 stems: Box::new([[[0.0; CHUNK]; 2]; MAX_STEMS]),
                 raw: [[0.0; CHUNK]; 2],
@@ -263,6 +289,8 @@ impl Engine {
         self.match_gain.reset(self.match_gain.target());
         self.master.reset();
         self.raw_delay.reset();
+        self.key_delay.reset();
+        self.main_stem_delay.reset();
         self.main_delay.reset();
         self.reset_meters();
     }
@@ -349,7 +377,7 @@ impl Engine {
             let mut audible_raw = self.stem_audible[i];
             let [rl, rr] = &mut sc.raw;
             for n in 0..len {
-                let g = audible_raw.next();
+                let g = audible_raw.tick();
                 rl[n] += g * sl[n];
                 rr[n] += g * sr[n];
             }
@@ -362,23 +390,28 @@ impl Engine {
                 mr[n] += sr[n];
             }
         }
+        {
+            let [nl, nr] = &mut sc.main;
+            self.main_stem_delay.process(&mut nl[..len], &mut nr[..len]);
+        }
         if role == MainInputRole::AddToSum {
             for ch in 0..2 {
                 for (m, x) in sc.master[ch][..len].iter_mut().zip(&sc.main[ch][..len]) {
                     *m += x;
                 }
-                for (r, x) in sc.raw[ch][..len].iter_mut().zip(&sc.main[ch][..len]) {
-                    *r += x;
-                }
             }
         }
 
-        // 3. Master chain.
+        // 3. Master chain, with the mix key aligned to the processed sum.
         {
             let [ml, mr] = &mut sc.master;
-            let [key_l, key_r] = &sc.key;
-            self.master
-                .process(&mut ml[..len], &mut mr[..len], (&key_l[..len], &key_r[..len]));
+            let [key_l, key_r] = &mut sc.key;
+            self.key_delay.process(&mut key_l[..len], &mut key_r[..len]);
+            self.master.process(
+                &mut ml[..len],
+                &mut mr[..len],
+                (&mut key_l[..len], &mut key_r[..len]),
+            );
         }
         if !all_finite(&sc.master[0][..len]) || !all_finite(&sc.master[1][..len]) {
             // A module's state went bad despite sanitised input: silence this chunk and start
@@ -396,11 +429,29 @@ impl Engine {
         {
             let [rl, rr] = &mut sc.raw;
             self.raw_delay.process(&mut rl[..len], &mut rr[..len]);
-            self.raw_meter.process(&rl[..len], &rr[..len]);
             let [nl, nr] = &mut sc.main;
             self.main_delay.process(&mut nl[..len], &mut nr[..len]);
+            if role == MainInputRole::AddToSum {
+                for n in 0..len {
+                    rl[n] += nl[n];
+                    rr[n] += nr[n];
+                }
+            }
+            self.raw_meter.process(&rl[..len], &rr[..len]);
             if role != MainInputRole::Ignore {
                 self.main_meter.process(&nl[..len], &nr[..len]);
+            }
+            if role == MainInputRole::ReferenceMix {
+                let mut peak = 0.0f32;
+                let mut energy = 0.0f32;
+                for n in 0..len {
+                    let (dl, dr) = (rl[n] - nl[n], rr[n] - nr[n]);
+                    peak = peak.max(dl.abs()).max(dr.abs());
+                    energy += dl * dl + dr * dr;
+                }
+                self.null_peak = self.null_peak.max(peak);
+                self.null_energy += f64::from(energy);
+                self.null_frames += len;
             }
         }
 
@@ -413,15 +464,41 @@ impl Engine {
             let [rl, rr] = &sc.raw;
             let [nl, nr] = &sc.main;
             for n in 0..len {
-                let (p, u, r, m) = (g_p.next(), g_u.next(), g_r.next(), self.match_gain.next());
+                let (p, u, r, m) = (g_p.tick(), g_u.tick(), g_r.tick(), self.match_gain.tick());
                 ml[n] = p * ml[n] + m * (u * rl[n] + r * nl[n]);
                 mr[n] = p * mr[n] + m * (u * rr[n] + r * nr[n]);
             }
         }
     }
 
+    /// Sets the loudness-match gain target from the measured integrated loudness of the
+    /// processed path and of the monitored other path; 0 dB while either is unmeasured.
+    fn update_loudness_match(&mut self) {
+        let processed = self.master_meter.loudness().integrated_lufs();
+        let other = match self.settings.monitor.source {
+            MonitorSource::Processed => f64::NAN,
+            MonitorSource::Unprocessed => self.raw_meter.loudness().integrated_lufs(),
+            MonitorSource::Reference => self.main_meter.loudness().integrated_lufs(),
+        };
+        let match_db = processed - other;
+        let gain = if self.settings.monitor.loudness_match && match_db.is_finite() {
+            db_to_gain(match_db.clamp(-MAX_MATCH_DB as f64, MAX_MATCH_DB as f64) as f32)
+        } else {
+            1.0
+        };
+        self.match_gain.set_target(gain);
+    }
+
     /// Publishes meter values after a block.
     fn publish(&mut self) {
+        self.update_loudness_match();
+        let master = &self.settings.master;
+        let integrated = self.master_meter.loudness().integrated_lufs();
+        let proposal = if integrated.is_finite() {
+            (master.drive_db as f64 + master.target_lufs as f64 - integrated) as f32
+        } else {
+            f32::NAN
+        };
         let p = &self.published;
         for (m, out) in self.stem_meters.iter_mut().zip(&p.stems) {
             m.publish(out);
@@ -432,11 +509,18 @@ impl Engine {
         let limiter = &mut self.master.limiter;
         p.limiter_gr
             .publish(limiter.gain_reduction_db(), limiter.take_max_gain_reduction_db());
-        p.match_gain_db.store(
-            crate::util::gain_to_db(self.match_gain.value()),
-            Ordering::Relaxed,
-        );
-        let _ = db_to_gain;
+        p.match_gain_db
+            .store(gain_to_db(self.match_gain.value()), Ordering::Relaxed);
+        p.proposed_drive_db.store(proposal, Ordering::Relaxed);
+        if self.null_frames > 0 {
+            p.null_peak.fetch_max(self.null_peak, Ordering::Relaxed);
+            let mean_square = self.null_energy / (2 * self.null_frames) as f64;
+            p.null_rms_db
+                .store(power_to_db(mean_square) as f32, Ordering::Relaxed);
+            self.null_peak = 0.0;
+            self.null_energy = 0.0;
+            self.null_frames = 0;
+        }
     }
 }
 

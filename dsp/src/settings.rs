@@ -256,7 +256,8 @@ impl Default for CompressorSettings {
 
 impl CompressorSettings {
     /// Gentle glue-compressor defaults for the master bus: 2:1, slow attack, auto release,
-    /// keyed from the sum.
+    /// keyed from the sum (its own input, the processed stem sum; `Mix` keys it from the
+    /// unprocessed sum instead).
     pub fn glue() -> Self {
         Self {
             enabled: false,
@@ -269,7 +270,7 @@ impl CompressorSettings {
             makeup_db: 0.0,
             mix: 1.0,
             character: CompCharacter::Clean,
-            key: CompKey::Mix,
+            key: CompKey::Own,
         }
     }
 }

@@ -10,7 +10,7 @@ pub const DEFAULT_RAMP_MS: f32 = 20.0;
 /// A linear ramp towards a target value.
 #[derive(Debug, Clone, Copy)]
 pub struct Smoother {
-    /// Value output by the last call to [`Smoother::next`]; same unit as the target.
+    /// Value output by the last call to [`Smoother::tick`]; same unit as the target.
     current: f32,
     /// Value the ramp ends on.
     target: f32,
@@ -61,7 +61,7 @@ impl Smoother {
 
     /// Advances one sample and returns the new value.
     #[inline]
-    pub fn next(&mut self) -> f32 {
+    pub fn tick(&mut self) -> f32 {
         if self.remaining > 0 {
             self.remaining -= 1;
             self.current = if self.remaining == 0 {
@@ -93,7 +93,7 @@ impl Smoother {
         let n = left.len().min(right.len());
         let mut i = 0;
         while i < n && self.remaining > 0 {
-            let g = self.next();
+            let g = self.tick();
             left[i] *= g;
             right[i] *= g;
             i += 1;
@@ -124,7 +124,7 @@ mod tests {
         s.set_target(0.3);
         let mut last = 1.0;
         for _ in 0..480 {
-            let v = s.next();
+            let v = s.tick();
             assert!(v <= last);
             last = v;
         }
@@ -136,6 +136,6 @@ mod tests {
     fn ignores_non_finite_targets() {
         let mut s = Smoother::new(0.5, 10.0, 48_000.0);
         s.set_target(f32::NAN);
-        assert_eq!(s.next(), 0.5);
+        assert_eq!(s.tick(), 0.5);
     }
 }
