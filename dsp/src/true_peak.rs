@@ -46,7 +46,7 @@ impl<const TAPS: usize> Interpolator<TAPS> {
 
     /// Designs the filter and allocates the history (not real-time safe).
     pub fn new() -> Self {
-        assert!(TAPS >= 4 && TAPS % 2 == 0, "TAPS must be even and at least 4");
+        assert!(TAPS >= 4 && TAPS.is_multiple_of(2), "TAPS must be even and at least 4");
         let half = (TAPS / 2) as f64;
         let mut coeffs = [[0.0f32; TAPS]; 3];
         for (p, phase) in coeffs.iter_mut().enumerate() {
