@@ -22,6 +22,7 @@ pub mod reference;
 pub mod saturation;
 pub mod settings;
 pub mod smoother;
+pub mod state;
 pub mod stem;
 pub mod stereo;
 pub mod true_peak;
