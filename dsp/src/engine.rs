@@ -17,7 +17,7 @@ use crate::meters::{MeterSet, PublishedMeters};
 use crate::settings::{EngineSettings, MainInputRole, MonitorSource};
 use crate::smoother::Smoother;
 use crate::stem::StemChain;
-use crate::util::{db_to_gain, gain_to_db, power_to_db, sanitize};
+use crate::util::{db_to_gain, gain_to_db, power_to_db, sanitize_slice};
 
 /// Largest number of frames processed in one internal pass.
 pub const CHUNK: usize = 128;
@@ -376,11 +376,11 @@ impl Engine {
             // first, then to the processed output with the same gains (a copy of the smoother).
             let mut audible_raw = self.stem_audible[i];
             let [rl, rr] = &mut sc.raw;
-            for n in 0..len {
-                let g = audible_raw.tick();
-                rl[n] += g * sl[n];
-                rr[n] += g * sr[n];
-            }
+            accumulate(
+                &mut audible_raw,
+                [&mut rl[..len], &mut rr[..len]],
+                [&sl[..len], &sr[..len]],
+            );
             self.stems[i].process(&mut sl[..len], &mut sr[..len], (&key_l[..len], &key_r[..len]));
             self.stem_audible[i].apply_gain(&mut sl[..len], &mut sr[..len]);
             self.stem_meters[i].process(&sl[..len], &sr[..len]);
@@ -531,10 +531,41 @@ fn copy_sanitized(input: Option<&[f32]>, offset: usize, out: &mut [f32]) {
         .and_then(|s| s.get(offset.min(s.len())..))
         .unwrap_or(&[]);
     let n = src.len().min(out.len());
-    for (o, &x) in out[..n].iter_mut().zip(src) {
-        *o = sanitize(x);
-    }
+    out[..n].copy_from_slice(&src[..n]);
+    sanitize_slice(&mut out[..n]);
     out[n..].fill(0.0);
+}
+
+/// `acc += gain·x` over a chunk with a (mute/solo) gain ramp; settled gains take the fast,
+/// vectorised paths (1: plain add, 0: nothing). Advances `gain` exactly as per-sample ticks do.
+#[inline]
+fn accumulate(gain: &mut Smoother, acc: [&mut [f32]; 2], x: [&[f32]; 2]) {
+    let [al, ar] = acc;
+    let [xl, xr] = x;
+    let n = al.len();
+    let mut i = 0;
+    while i < n && gain.is_smoothing() {
+        let g = gain.tick();
+        al[i] += g * xl[i];
+        ar[i] += g * xr[i];
+        i += 1;
+    }
+    let g = gain.value();
+    if g == 1.0 {
+        for (a, x) in al[i..].iter_mut().zip(&xl[i..n]) {
+            *a += x;
+        }
+        for (a, x) in ar[i..].iter_mut().zip(&xr[i..n]) {
+            *a += x;
+        }
+    } else if g != 0.0 {
+        for (a, x) in al[i..].iter_mut().zip(&xl[i..n]) {
+            *a += g * x;
+        }
+        for (a, x) in ar[i..].iter_mut().zip(&xr[i..n]) {
+            *a += g * x;
+        }
+    }
 }
 
 #[inline]

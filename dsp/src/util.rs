@@ -41,14 +41,18 @@ pub fn power_to_db(power: f64) -> f64 {
 /// practice: a broken upstream process, not a loud signal.
 #[inline]
 pub fn sanitize(x: f32) -> f32 {
-    if x.is_finite() {
-        if x.abs() < DENORMAL_FLUSH {
-            0.0
-        } else {
-            x.clamp(-MAX_INPUT, MAX_INPUT)
-        }
-    } else {
-        0.0
+    // Branch-free so that loops over buffers vectorise: both comparisons are false for NaN,
+    // the second also for ±Inf.
+    let a = x.abs();
+    let keep = (a >= DENORMAL_FLUSH) & (a <= f32::MAX);
+    if keep { x.max(-MAX_INPUT).min(MAX_INPUT) } else { 0.0 }
+}
+
+/// Sanitises a buffer in place (see [`sanitize`]).
+#[inline]
+pub fn sanitize_slice(buf: &mut [f32]) {
+    for x in buf {
+        *x = sanitize(*x);
     }
 }
 

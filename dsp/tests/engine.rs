@@ -122,7 +122,104 @@ fn latency_depends_only_on_sample_rate() {
     engine.set_settings(&settings);
     assert_eq!(engine.latency_samples(), base);
     let ms = base as f32 / 48.0;
-    assert!(ms <= 3.0, "latency {ms} ms");
+    // Limiter lookahead (1.5 ms) + its true-peak detector + the saturation's oversampling.
+    assert!(ms <= 5.0, "latency {ms} ms");
+    // Switching every module on changes nothing.
+    let mut all_on = EngineSettings::default();
+    for s in &mut all_on.stems {
+        s.eq.bell1.enabled = true;
+        s.dyn_eq.enabled = true;
+        s.comp.enabled = true;
+        s.sat.enabled = true;
+        s.stereo.mono_bass = true;
+    }
+    all_on.master.glue.enabled = true;
+    engine.set_settings(&all_on);
+    assert_eq!(engine.latency_samples(), base);
+}
+
+#[test]
+fn bypassing_modules_keeps_the_impulse_at_the_latency() {
+    // Modules switched on and then off again (click-free ramps settle): the path is a pure
+    // delay of exactly the reported latency.
+    let mut engine = Engine::new(48_000.0, 512, 2);
+    let latency = engine.latency_samples();
+    let mut on = EngineSettings::default();
+    on.stems[0].comp.enabled = true;
+    on.stems[0].sat.enabled = true;
+    on.stems[0].dyn_eq.enabled = true;
+    on.stems[0].stereo.mono_bass = true;
+    on.master.glue.enabled = true;
+    on.master.limiter.enabled = false;
+    engine.set_settings(&on);
+    let warm = make_stems(2, 9_600, 0.05, 8);
+    run(&mut engine, &warm, None, &mut || 480);
+    engine.set_settings(&EngineSettings::default());
+    let frames = 48_000;
+    let mut stems = make_stems(2, frames, 0.0, 1);
+    stems[0][0][30_000] = 0.5;
+    let out = run(&mut engine, &stems, None, &mut || 480);
+    let peak = out[0]
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+        .unwrap();
+    assert_eq!(peak.0, 30_000 + latency);
+    assert!((peak.1 - 0.5).abs() < 1e-6, "{}", peak.1);
+}
+
+#[test]
+fn loudness_matched_ab_and_null_test() {
+    use stembus_dsp::settings::MonitorSource;
+    let frames = 48_000 * 6;
+    let stems = make_stems(2, frames, 0.1, 41);
+    let mix = sum(&stems);
+
+    // Processed path 9 dB hotter (drive into the limiter); A/B to the unprocessed sum with
+    // loudness match: the output's loudness follows the processed loudness.
+    let mut settings = EngineSettings::default();
+    settings.master.drive_db = 9.0;
+    settings.main_input = MainInputRole::ReferenceMix;
+    let mut engine = Engine::new(48_000.0, 512, 2);
+    engine.set_settings(&settings);
+    run(&mut engine, &stems, Some(&mix), &mut || 512);
+    let meters = engine.meters().clone();
+    let processed = meters.master.read().integrated_lufs;
+    let unprocessed = meters.unprocessed.read().integrated_lufs;
+    assert!(processed - unprocessed > 5.0, "{processed} vs {unprocessed}");
+    // The reference mix is the exact stem sum: the null test reads (near) silence.
+    let null_peak = meters.null_peak.swap(0.0, std::sync::atomic::Ordering::Relaxed);
+    assert!(null_peak < 1e-6, "null residual peak {null_peak}");
+
+    settings.monitor.source = MonitorSource::Unprocessed;
+    engine.set_settings(&settings);
+    let out = run(&mut engine, &stems, Some(&mix), &mut || 512);
+    let gain_db = meters.match_gain_db.load(std::sync::atomic::Ordering::Relaxed);
+    assert!((gain_db - (processed - unprocessed)).abs() < 0.5, "{gain_db}");
+    // The heard unprocessed path is the delayed sum times the match gain.
+    let g = 10f32.powf(gain_db / 20.0);
+    let lat = engine.latency_samples();
+    let n = frames - 1000;
+    let expected = mix[0][n - lat] * g;
+    assert!((out[0][n] - expected).abs() < 1e-3 * g.max(1.0), "{} vs {expected}", out[0][n]);
+
+    // The drive proposal points at the target: drive + target − integrated.
+    let proposal = meters.proposed_drive_db.load(std::sync::atomic::Ordering::Relaxed);
+    let integrated = meters.master.read().integrated_lufs;
+    assert!((proposal - (9.0 + settings.master.target_lufs - integrated)).abs() < 0.2);
+
+    // A reference mix one sample late fails the null test clearly.
+    let mut late = mix.clone();
+    for ch in &mut late {
+        ch.rotate_right(1);
+        ch[0] = 0.0;
+    }
+    let mut engine = Engine::new(48_000.0, 512, 2);
+    settings.monitor.source = MonitorSource::Processed;
+    engine.set_settings(&settings);
+    run(&mut engine, &stems, Some(&late), &mut || 512);
+    let peak = engine.meters().null_peak.swap(0.0, std::sync::atomic::Ordering::Relaxed);
+    assert!(20.0 * peak.log10() > -40.0, "offset not detected: {peak}");
 }
 
 #[test]
@@ -276,35 +373,71 @@ fn mute_is_click_free() {
     assert!(out[frames - 1].abs() < 1e-6);
 }
 
-#[test]
-fn bad_input_never_makes_bad_output_and_recovers_within_a_block() {
+/// NaN, ±Inf and denormals in three stems for 300 samples (and, in `huge`, one 3e38 sample,
+/// clamped to +120 dBFS): the output stays finite. With `strict`, the output after the bad
+/// stretch (plus latency and one block) equals a clean run; otherwise (dynamics with long
+/// memory) its level in the following 100 ms is within 1 dB of the clean run's, i.e. nothing is
+/// stuck or silent. A +120 dBFS sample is finite audio: compressors react to it and release at
+/// their own speed, so with them on only finiteness is checked for it.
+fn check_recovery(settings: &EngineSettings, huge: bool, strict: bool) {
     let frames = 24_000;
-    let mut stems = make_stems(3, frames, 0.1, 31);
-    let clean = stems.clone();
-    // NaN, ±Inf, denormals and huge values in different stems and places.
+    let clean = make_stems(3, frames, 0.1, 31);
+    let mut stems = clean.clone();
     for n in 5_000..5_300 {
         stems[0][0][n] = f32::NAN;
         stems[1][1][n] = if n % 2 == 0 { f32::INFINITY } else { f32::NEG_INFINITY };
         stems[2][0][n] = f32::MIN_POSITIVE / 3.0;
     }
-    stems[2][1][7_000] = 3.0e38;
-    let mut settings = EngineSettings::default();
-    settings.master.drive_db = 6.0;
+    if huge {
+        stems[2][1][7_000] = 3.0e38;
+    }
     let mut engine = Engine::new(48_000.0, 512, 3);
-    engine.set_settings(&settings);
+    engine.set_settings(settings);
     let out = run(&mut engine, &stems, None, &mut || 512);
     assert!(out.iter().flatten().all(|x| x.is_finite()));
-    // After the last bad sample (plus latency and one block), the output equals a run on clean
-    // input again within the limiter's release; here compare from 1 s on.
     let mut engine2 = Engine::new(48_000.0, 512, 3);
-    engine2.set_settings(&settings);
+    engine2.set_settings(settings);
     let reference = run(&mut engine2, &clean, None, &mut || 512);
-    let late = 18_000;
-    let diff = (late..frames)
-        .map(|n| (out[0][n] - reference[0][n]).abs().max((out[1][n] - reference[1][n]).abs()))
-        .fold(0.0, f32::max);
-    assert!(diff < 1e-3, "still disturbed: {diff}");
+    let from = if huge { 18_000 } else { 5_300 + engine.latency_samples() + 512 };
+    if huge && !strict {
+        // Compressors release from the +120 dB spike at their own (seconds-long) pace.
+    } else if strict {
+        let diff = (from..frames)
+            .map(|n| (out[0][n] - reference[0][n]).abs().max((out[1][n] - reference[1][n]).abs()))
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-3, "still disturbed: {diff}");
+    } else {
+        let rms = |x: &[f32]| (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt();
+        for ch in 0..2 {
+            let got = rms(&out[ch][from..from + 4_800]);
+            let want = rms(&reference[ch][from..from + 4_800]);
+            let db = 20.0 * (got / want).log10();
+            assert!(db.abs() < 1.0, "channel {ch}: {db} dB from the clean run");
+        }
+    }
     // The meters are not stalled: they still read finite loudness.
     let m = engine.meters().master.read();
-    assert!(m.momentary_lufs.is_finite() || m.momentary_lufs == f32::NEG_INFINITY);
+    assert!(m.momentary_lufs.is_finite());
+}
+
+#[test]
+fn bad_input_never_makes_bad_output_and_recovers_within_a_block() {
+    let mut plain = EngineSettings::default();
+    plain.master.drive_db = 6.0;
+    check_recovery(&plain, false, true);
+    check_recovery(&plain, true, true);
+    let mut all_on = plain.clone();
+    for s in &mut all_on.stems {
+        s.eq.hpf_enabled = true;
+        s.eq.bell1.enabled = true;
+        s.eq.bell1.gain_db = 6.0;
+        s.dyn_eq.enabled = true;
+        s.comp.enabled = true;
+        s.sat.enabled = true;
+        s.stereo.mono_bass = true;
+    }
+    all_on.master.glue.enabled = true;
+    all_on.master.eq.tilt_db = 2.0;
+    check_recovery(&all_on, false, false);
+    check_recovery(&all_on, true, false);
 }
