@@ -43,9 +43,8 @@ pub fn power_to_db(power: f64) -> f64 {
 pub fn sanitize(x: f32) -> f32 {
     // Branch-free so that loops over buffers vectorise: both comparisons are false for NaN,
     // the second also for ±Inf.
-    let a = x.abs();
-    let keep = (a >= DENORMAL_FLUSH) & (a <= f32::MAX);
-    if keep { x.max(-MAX_INPUT).min(MAX_INPUT) } else { 0.0 }
+    let keep = (DENORMAL_FLUSH..=f32::MAX).contains(&x.abs());
+    if keep { x.clamp(-MAX_INPUT, MAX_INPUT) } else { 0.0 }
 }
 
 /// Sanitises a buffer in place (see [`sanitize`]).

@@ -1,0 +1,189 @@
+//! Finding and loading the input files: stems given one by one or as a folder, and the
+//! reference mix.
+//!
+//! In a folder every `.wav` file is a stem, in name order, except the reference mix: the file
+//! given with `--mix`, or else a file named `mix.wav` (any case), which is taken as the mix.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use stembus_dsp::MAX_STEMS;
+
+use crate::error::{CliError, Result};
+use crate::wav::{Audio, read_wav};
+
+/// One loaded input file.
+#[derive(Debug, Clone)]
+pub struct Track {
+    /// Display name: the file name without extension (used to recognise stems, e.g. "bass").
+    pub name: String,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// The decoded audio.
+    pub audio: Audio,
+}
+
+impl Track {
+    /// File name for messages.
+    pub fn file_name(&self) -> String {
+        self.path.file_name().map_or_else(
+            || self.path.display().to_string(),
+            |f| f.to_string_lossy().into(),
+        )
+    }
+}
+
+/// The stem and mix paths of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputPaths {
+    /// Stem files, in order (stem 1 first).
+    pub stems: Vec<PathBuf>,
+    /// Reference mix, if any.
+    pub mix: Option<PathBuf>,
+    /// The mix was found by its name in a folder rather than given with `--mix`.
+    pub mix_found_in_folder: bool,
+}
+
+fn is_wav(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("wav") || e.eq_ignore_ascii_case("wave"))
+}
+
+fn is_named_mix(path: &Path) -> bool {
+    path.file_stem()
+        .is_some_and(|s| s.eq_ignore_ascii_case("mix"))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// Expands the command-line inputs (files and folders) into stem and mix paths. Checks that
+/// everything exists and that there are 1..=8 stems.
+pub fn collect(inputs: &[PathBuf], mix: Option<&Path>) -> Result<InputPaths> {
+    if inputs.is_empty() {
+        return Err(CliError::input(
+            "no stems given: pass stem WAV files or a folder of them",
+        ));
+    }
+    if let Some(m) = mix
+        && !m.exists()
+    {
+        return Err(CliError::input(format!(
+            "cannot read {}: no such file or directory",
+            m.display()
+        )));
+    }
+    let mut stems = Vec::new();
+    let mut found_mix: Option<PathBuf> = None;
+    for input in inputs {
+        if input.is_dir() {
+            let entries = std::fs::read_dir(input).map_err(|e| {
+                CliError::input(format!(
+                    "cannot read folder {}: {}",
+                    input.display(),
+                    crate::error::io_reason(&e)
+                ))
+            })?;
+            let files: BTreeSet<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_wav(p))
+                .collect();
+            let before = stems.len();
+            for f in files {
+                if mix.is_some_and(|m| same_file(m, &f)) {
+                    continue;
+                }
+                if mix.is_none() && is_named_mix(&f) && found_mix.is_none() {
+                    found_mix = Some(f);
+                    continue;
+                }
+                stems.push(f);
+            }
+            if stems.len() == before {
+                return Err(CliError::input(format!(
+                    "no stems found: folder {} holds no .wav stem files",
+                    input.display()
+                )));
+            }
+        } else if input.exists() {
+            stems.push(input.clone());
+        } else {
+            return Err(CliError::input(format!(
+                "cannot read {}: no such file or directory",
+                input.display()
+            )));
+        }
+    }
+    if stems.len() > MAX_STEMS {
+        return Err(CliError::input(format!(
+            "{} stems given; at most {MAX_STEMS} are supported",
+            stems.len()
+        )));
+    }
+    let mix_found_in_folder = found_mix.is_some();
+    Ok(InputPaths {
+        stems,
+        mix: mix.map(Path::to_path_buf).or(found_mix),
+        mix_found_in_folder,
+    })
+}
+
+/// Loads one file as a [`Track`].
+pub fn load(path: &Path) -> Result<Track> {
+    let audio = read_wav(path)?;
+    Ok(Track {
+        name: path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+        path: path.to_path_buf(),
+        audio,
+    })
+}
+
+/// Loads several files, two at a time (decoding is the slow part of reading a stem).
+pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Track>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4);
+    let mut results: Vec<Option<Result<Track>>> = (0..paths.len()).map(|_| None).collect();
+    std::thread::scope(|scope| {
+        for (chunk_paths, chunk_out) in paths
+            .chunks(paths.len().div_ceil(threads).max(1))
+            .zip(results.chunks_mut(paths.len().div_ceil(threads).max(1)))
+        {
+            scope.spawn(move || {
+                for (p, out) in chunk_paths.iter().zip(chunk_out.iter_mut()) {
+                    *out = Some(load(p));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(CliError::input("internal error: file not loaded"))))
+        .collect()
+}
+
+/// Checks that every track has the sample rate of the first; the error names both files.
+pub fn check_same_rate(tracks: &[&Track]) -> Result<u32> {
+    let Some(first) = tracks.first() else {
+        return Err(CliError::input("no input files"));
+    };
+    let rate = first.audio.sample_rate;
+    for t in &tracks[1..] {
+        if t.audio.sample_rate != rate {
+            return Err(CliError::input(format!(
+                "sample rates differ: {} is {} Hz but {} is {} Hz",
+                first.file_name(),
+                rate,
+                t.file_name(),
+                t.audio.sample_rate
+            )));
+        }
+    }
+    Ok(rate)
+}

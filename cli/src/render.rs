@@ -1,0 +1,368 @@
+//! Offline rendering through the real engine, in memory, and the loudness targeting around it.
+//!
+//! One *pass* runs [`stembus_dsp::engine::Engine`] over the whole song in 10 ms blocks (the
+//! engine chunks internally, so the block size does not change the sound), feeds the engine's
+//! latency worth of silence at the end and drops the same amount at the start, so the master is
+//! sample-aligned with the stems and exactly as long. The limiter's gain reduction is read from
+//! the engine's published meter after every block.
+//!
+//! Loudness targeting changes only the master drive (the gain into the master chain, so into the
+//! glue compressor and the limiter) and searches it: the integrated loudness `L(d)` of the
+//! limited master is a continuous, non-decreasing function of the drive `d` (slope 1 while the
+//! limiter is idle, less than 1 once it works). The first pass runs at the settings' drive, the
+//! second at `d + (T − L)`, the following ones by the secant method on the two latest passes,
+//! falling back to bisection whenever the secant step leaves the interval known to hold the
+//! target. The search stops within ±[`LOUDNESS_TOLERANCE_LU`] of the target (the promise is
+//! ±0.1 LU; the margin covers the final quantisation). The limiter keeps the true peak at or
+//! below the ceiling in every pass.
+
+use indicatif::ProgressBar;
+use stembus_dsp::MAX_STEMS;
+use stembus_dsp::engine::{Engine, StereoIn};
+use stembus_dsp::settings::{EngineSettings, MainInputRole, MonitorSource};
+
+use crate::error::{CliError, Result};
+use crate::measure::{Measurement, measure};
+
+/// The search stops when the integrated loudness is this close to the target, LU.
+pub const LOUDNESS_TOLERANCE_LU: f32 = 0.05;
+
+/// The limiter-reduction search stops this close to the wanted maximum, dB.
+pub const GR_TOLERANCE_DB: f32 = 0.1;
+
+/// Most engine passes per master.
+pub const MAX_PASSES: usize = 10;
+
+/// The drive range of the engine, dB.
+pub const DRIVE_RANGE_DB: (f32, f32) = (-24.0, 24.0);
+
+/// Rate of the gain-reduction series, Hz (matches the loudness series).
+pub const GR_SERIES_RATE_HZ: u32 = 10;
+
+/// One input slot of the engine.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    /// Name used to recognise the stem (file name, and the plugin's stem name if known).
+    pub name: String,
+    /// One (mono, played as dual mono) or two channels.
+    pub channels: Vec<Vec<f32>>,
+}
+
+impl Slot {
+    fn stereo(&self) -> [&[f32]; 2] {
+        let l = &self.channels[0];
+        [l, self.channels.get(1).unwrap_or(l)]
+    }
+}
+
+/// Everything a render needs, in memory.
+#[derive(Debug, Clone)]
+pub struct RenderInput {
+    /// Sample rate of every slot, Hz.
+    pub sample_rate: u32,
+    /// Length of the master in frames (the longest stem).
+    pub frames: usize,
+    /// Engine stem slots, 1..=8; `None` is a silent slot.
+    pub slots: Vec<Option<Slot>>,
+    /// The plugin's main input (the reference mix), used only when the settings add it to
+    /// the sum.
+    pub main: Option<Slot>,
+}
+
+/// What the drive search aims at.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Objective {
+    /// Render at the settings' drive.
+    AsIs,
+    /// Integrated loudness, LUFS.
+    Loudness(f32),
+    /// Largest limiter gain reduction, dB.
+    LimiterReduction(f32),
+}
+
+/// The output of one engine pass.
+#[derive(Debug, Clone, Default)]
+pub struct PassOutput {
+    /// Master left channel, aligned with the stems.
+    pub left: Vec<f32>,
+    /// Master right channel.
+    pub right: Vec<f32>,
+    /// Largest limiter gain reduction, dB (≥ 0).
+    pub gr_max_db: f32,
+    /// Mean limiter gain reduction over the song (sampled every 10 ms), dB.
+    pub gr_mean_db: f32,
+    /// Largest limiter gain reduction per 0.1 s, dB.
+    pub gr_series_db: Vec<f32>,
+}
+
+/// A finished master before quantisation.
+#[derive(Debug, Clone)]
+pub struct Master {
+    /// The engine output of the accepted pass.
+    pub pass: PassOutput,
+    /// Measurement of that output.
+    pub measurement: Measurement,
+    /// The settings it was rendered with (drive included).
+    pub settings: EngineSettings,
+    /// Engine passes run.
+    pub passes: usize,
+}
+
+/// Settings as the offline render uses them: the processed path is what is rendered, whatever
+/// the plugin was monitoring when its state was saved.
+pub fn offline_settings(settings: &EngineSettings) -> EngineSettings {
+    let mut s = settings.clone();
+    s.monitor.source = MonitorSource::Processed;
+    s
+}
+
+fn sub(x: &[f32], start: usize, end: usize) -> &[f32] {
+    &x[start.min(x.len())..end.min(x.len())]
+}
+
+/// Runs the engine once over the whole input.
+pub fn run_pass(input: &RenderInput, settings: &EngineSettings, bar: &ProgressBar) -> PassOutput {
+    let sr = input.sample_rate;
+    let block = (sr / 100).max(1) as usize;
+    let num_slots = input.slots.len().clamp(1, MAX_STEMS);
+    let mut engine = Engine::new(sr as f32, block, num_slots);
+    let settings = offline_settings(settings);
+    engine.set_settings(&settings);
+    // Start from the settings themselves, not from a ramp out of the defaults.
+    engine.reset();
+    let latency = engine.latency_samples();
+    let total = input.frames + latency;
+    bar.set_length(total as u64);
+    bar.set_position(0);
+    let mut left = vec![0.0f32; total];
+    let mut right = vec![0.0f32; total];
+    let meters = engine.meters().clone();
+    meters.limiter_gr.take();
+    let use_main = settings.main_input == MainInputRole::AddToSum;
+    let series_len = (sr / GR_SERIES_RATE_HZ).max(1) as usize;
+    let mut gr_series = Vec::with_capacity(input.frames / series_len + 1);
+    let (mut gr_max, mut gr_sum, mut gr_count, mut series_max) = (0.0f32, 0.0f64, 0u64, 0.0f32);
+    let mut next_boundary = series_len;
+    let mut start = 0;
+    while start < total {
+        let end = (start + block).min(total);
+        let stems: [Option<StereoIn>; MAX_STEMS] = std::array::from_fn(|i| {
+            input.slots.get(i).and_then(Option::as_ref).map(|s| {
+                let [l, r] = s.stereo();
+                [sub(l, start, end), sub(r, start, end)]
+            })
+        });
+        let main = input.main.as_ref().filter(|_| use_main).map(|m| {
+            let [l, r] = m.stereo();
+            [sub(l, start, end), sub(r, start, end)]
+        });
+        engine.process(
+            &stems[..num_slots],
+            main,
+            &mut left[start..end],
+            &mut right[start..end],
+        );
+        let block_max = meters.limiter_gr.take().max(0.0);
+        if end > latency {
+            // Gain reduction of audio that ends up in the master (the first `latency` frames
+            // out of the engine are its start-up delay).
+            let current = meters.limiter_gr.current().max(0.0);
+            gr_max = gr_max.max(block_max);
+            gr_sum += f64::from(current);
+            gr_count += 1;
+            series_max = series_max.max(block_max);
+            let out_end = end - latency;
+            while out_end >= next_boundary && next_boundary <= input.frames {
+                gr_series.push(series_max);
+                series_max = 0.0;
+                next_boundary += series_len;
+            }
+        }
+        bar.inc((end - start) as u64);
+        start = end;
+    }
+    left.drain(..latency);
+    right.drain(..latency);
+    PassOutput {
+        left,
+        right,
+        gr_max_db: gr_max,
+        gr_mean_db: if gr_count > 0 {
+            (gr_sum / gr_count as f64) as f32
+        } else {
+            0.0
+        },
+        gr_series_db: gr_series,
+    }
+}
+
+/// Renders one master, searching the drive for `objective`. `label` names the master in the
+/// progress bar and in errors. With `ceiling_dbtp`, a pass whose measured true peak (the
+/// plugin's meter) is above it does not count: the limiter is set lower by the excess and the
+/// pass repeated, so the reported true peak never passes the ceiling either.
+pub fn render_master(
+    input: &RenderInput,
+    settings: &EngineSettings,
+    objective: Objective,
+    ceiling_dbtp: Option<f32>,
+    label: &str,
+    bar: &ProgressBar,
+) -> Result<Master> {
+    let mut settings = settings.clone();
+    let mut drive = settings
+        .master
+        .drive_db
+        .clamp(DRIVE_RANGE_DB.0, DRIVE_RANGE_DB.1);
+    // (drive, value) of every pass at the current limiter setting, and the best pass so far.
+    let mut history: Vec<(f32, f32)> = Vec::new();
+    let mut best: Option<(f32, Master)> = None;
+    let mut passes = 0;
+    while passes < MAX_PASSES {
+        passes += 1;
+        settings.master.drive_db = drive;
+        bar.set_message(format!("{label}: pass {passes}, drive {drive:+.2} dB"));
+        let pass = run_pass(input, &settings, bar);
+        let measurement = measure(&pass.left, Some(&pass.right), input.sample_rate);
+        if let (Some(ceiling), Some(tp)) = (ceiling_dbtp, measurement.true_peak_dbtp)
+            && tp > ceiling
+        {
+            settings.master.limiter.ceiling_dbtp -= tp - ceiling + 0.01;
+            history.clear();
+            continue;
+        }
+        let (value, goal, tolerance) = match objective {
+            Objective::AsIs => (0.0, 0.0, 0.0),
+            Objective::Loudness(target) => {
+                let Some(l) = measurement.integrated_lufs else {
+                    return Err(CliError::failed(format!(
+                        "{label}: the master is silent (below the -70 LUFS gate); there is no \
+                         loudness to bring to {target} LUFS"
+                    )));
+                };
+                (l, target, LOUDNESS_TOLERANCE_LU)
+            }
+            Objective::LimiterReduction(max_gr) => (pass.gr_max_db, max_gr, GR_TOLERANCE_DB),
+        };
+        let error = (value - goal).abs();
+        let true_peak = measurement.true_peak_dbtp;
+        if best.as_ref().is_none_or(|(e, _)| error < *e) {
+            best = Some((
+                error,
+                Master {
+                    pass,
+                    measurement,
+                    settings: settings.clone(),
+                    passes,
+                },
+            ));
+        }
+        if error <= tolerance {
+            break;
+        }
+        history.push((drive, value));
+        let next = next_drive(
+            &history,
+            goal,
+            objective,
+            true_peak,
+            settings.master.limiter.ceiling_dbtp,
+        );
+        let next = next.clamp(DRIVE_RANGE_DB.0, DRIVE_RANGE_DB.1);
+        if (next - drive).abs() < 1e-4 {
+            // Stuck at the end of the drive range.
+            break;
+        }
+        drive = next;
+    }
+    let Some((error, mut master)) = best else {
+        return Err(CliError::failed(format!(
+            "{label}: the limiter could not keep the true peak under {} dBTP in {MAX_PASSES} \
+             passes",
+            ceiling_dbtp.unwrap_or(0.0)
+        )));
+    };
+    master.passes = passes;
+    match objective {
+        Objective::Loudness(target) if error > 0.1 => {
+            let reached = master
+                .measurement
+                .integrated_lufs
+                .unwrap_or(f32::NEG_INFINITY);
+            Err(CliError::failed(format!(
+                "{label}: cannot reach {target} LUFS: the closest master is {reached:.2} LUFS at \
+                 {:+.1} dB drive (the drive range is {:+} to {:+} dB; raise the stem levels \
+                 or use a less extreme target)",
+                master.settings.master.drive_db, DRIVE_RANGE_DB.0, DRIVE_RANGE_DB.1
+            )))
+        }
+        _ => Ok(master),
+    }
+}
+
+/// The next drive to try from the passes so far (`history`: drive, measured value).
+fn next_drive(
+    history: &[(f32, f32)],
+    goal: f32,
+    objective: Objective,
+    true_peak_dbtp: Option<f32>,
+    ceiling_dbtp: f32,
+) -> f32 {
+    let &(d1, v1) = history.last().expect("one pass");
+    // The interval known to hold the goal, from every pass (value is non-decreasing in drive).
+    let lo = history
+        .iter()
+        .filter(|(_, v)| *v < goal)
+        .map(|(d, _)| *d)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let hi = history
+        .iter()
+        .filter(|(_, v)| *v > goal)
+        .map(|(d, _)| *d)
+        .fold(f32::INFINITY, f32::min);
+    let mut next = if history.len() >= 2 {
+        let &(d0, v0) = &history[history.len() - 2];
+        let slope = (v1 - v0) / (d1 - d0);
+        if slope.is_finite() && slope > 0.02 {
+            d1 + (goal - v1) / slope
+        } else {
+            d1 + (goal - v1)
+        }
+    } else {
+        d1 + (goal - v1)
+    };
+    if let Objective::LimiterReduction(_) = objective
+        && v1 <= 0.0
+    {
+        // The limiter did nothing: the peaks are `ceiling − true peak` below it.
+        let headroom = true_peak_dbtp.map_or(6.0, |tp| (ceiling_dbtp - tp).max(0.0));
+        next = next.max(d1 + headroom + goal);
+    }
+    if lo.is_finite() && hi.is_finite() && !(next > lo && next < hi) {
+        next = 0.5 * (lo + hi);
+    } else if lo.is_finite() && next <= lo {
+        next = lo + (goal - v1).abs().max(0.1);
+    } else if hi.is_finite() && next >= hi {
+        next = hi - (goal - v1).abs().max(0.1);
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secant_on_a_straight_line_lands_in_one_step() {
+        // L(d) = −20 + 0.5·d.
+        let h = [(0.0, -20.0), (6.0, -17.0)];
+        let next = next_drive(&h, -14.0, Objective::Loudness(-14.0), None, -1.0);
+        assert!((next - 12.0).abs() < 1e-4, "{next}");
+    }
+
+    #[test]
+    fn bisects_when_the_secant_leaves_the_bracket() {
+        let h = [(0.0, -20.0), (10.0, -10.0), (9.9, -10.0)];
+        let next = next_drive(&h, -14.0, Objective::Loudness(-14.0), None, -1.0);
+        assert!(next > 0.0 && next < 9.9, "{next}");
+    }
+}
