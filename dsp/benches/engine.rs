@@ -91,7 +91,10 @@ fn bench_engine(c: &mut Criterion) {
                 while start < FRAMES {
                     let len = BLOCK.min(FRAMES - start);
                     let ins: [Option<StereoIn>; MAX_STEMS] = std::array::from_fn(|i| {
-                        Some([&stems[i][0][start..start + len], &stems[i][1][start..start + len]])
+                        Some([
+                            &stems[i][0][start..start + len],
+                            &stems[i][1][start..start + len],
+                        ])
                     });
                     let [ol, or] = &mut out;
                     engine.process(&ins, None, &mut ol[..len], &mut or[..len]);

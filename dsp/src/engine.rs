@@ -174,7 +174,9 @@ impl Engine {
     pub fn new(sample_rate: f32, max_block_size: usize, num_stems: usize) -> Self {
         let sample_rate = sample_rate.clamp(SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1);
         let num_stems = num_stems.clamp(1, MAX_STEMS);
-        let stems: Vec<StemChain> = (0..num_stems).map(|_| StemChain::new(sample_rate)).collect();
+        let stems: Vec<StemChain> = (0..num_stems)
+            .map(|_| StemChain::new(sample_rate))
+            .collect();
         let master = MasterChain::new(sample_rate);
         let stem_latency = stems[0].latency_samples();
         let latency = stem_latency + master.latency_samples();
@@ -283,7 +285,11 @@ impl Engine {
         for chain in &mut self.stems {
             chain.reset();
         }
-        for g in self.stem_audible.iter_mut().chain(self.monitor_gain.iter_mut()) {
+        for g in self
+            .stem_audible
+            .iter_mut()
+            .chain(self.monitor_gain.iter_mut())
+        {
             g.reset(g.target());
         }
         self.match_gain.reset(self.match_gain.target());
@@ -296,11 +302,11 @@ impl Engine {
     }
 
     fn reset_meters(&mut self) {
-        for m in self
-            .stem_meters
-            .iter_mut()
-            .chain([&mut self.master_meter, &mut self.raw_meter, &mut self.main_meter])
-        {
+        for m in self.stem_meters.iter_mut().chain([
+            &mut self.master_meter,
+            &mut self.raw_meter,
+            &mut self.main_meter,
+        ]) {
             m.reset();
         }
     }
@@ -351,11 +357,7 @@ impl Engine {
         for i in 0..self.num_stems {
             let input = stems.get(i).copied().flatten();
             for ch in 0..2 {
-                copy_sanitized(
-                    input.map(|s| s[ch]),
-                    offset,
-                    &mut sc.stems[i][ch][..len],
-                );
+                copy_sanitized(input.map(|s| s[ch]), offset, &mut sc.stems[i][ch][..len]);
                 for (k, x) in sc.key[ch][..len].iter_mut().zip(&sc.stems[i][ch][..len]) {
                     *k += x;
                 }
@@ -363,7 +365,11 @@ impl Engine {
         }
         let role = self.settings.main_input;
         for ch in 0..2 {
-            let input = if role == MainInputRole::Ignore { None } else { main.map(|m| m[ch]) };
+            let input = if role == MainInputRole::Ignore {
+                None
+            } else {
+                main.map(|m| m[ch])
+            };
             copy_sanitized(input, offset, &mut sc.main[ch][..len]);
         }
 
@@ -381,7 +387,11 @@ impl Engine {
                 [&mut rl[..len], &mut rr[..len]],
                 [&sl[..len], &sr[..len]],
             );
-            self.stems[i].process(&mut sl[..len], &mut sr[..len], (&key_l[..len], &key_r[..len]));
+            self.stems[i].process(
+                &mut sl[..len],
+                &mut sr[..len],
+                (&key_l[..len], &key_r[..len]),
+            );
             self.stem_audible[i].apply_gain(&mut sl[..len], &mut sr[..len]);
             self.stem_meters[i].process(&sl[..len], &sr[..len]);
             let [ml, mr] = &mut sc.master;
@@ -423,7 +433,8 @@ impl Engine {
             }
             self.master.reset();
         }
-        self.master_meter.process(&sc.master[0][..len], &sc.master[1][..len]);
+        self.master_meter
+            .process(&sc.master[0][..len], &sc.master[1][..len]);
 
         // 4. Latency-aligned unprocessed and main paths, metered.
         {
@@ -507,8 +518,10 @@ impl Engine {
         self.raw_meter.publish(&p.unprocessed);
         self.main_meter.publish(&p.main_input);
         let limiter = &mut self.master.limiter;
-        p.limiter_gr
-            .publish(limiter.gain_reduction_db(), limiter.take_max_gain_reduction_db());
+        p.limiter_gr.publish(
+            limiter.gain_reduction_db(),
+            limiter.take_max_gain_reduction_db(),
+        );
         p.match_gain_db
             .store(gain_to_db(self.match_gain.value()), Ordering::Relaxed);
         p.proposed_drive_db.store(proposal, Ordering::Relaxed);

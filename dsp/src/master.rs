@@ -50,8 +50,9 @@ impl MasterChain {
 
     /// Applies settings (real-time safe).
     pub fn set_settings(&mut self, s: &MasterSettings) {
-        self.drive
-            .set_target(db_to_gain(s.drive_db.clamp(-DRIVE_RANGE_DB, DRIVE_RANGE_DB)));
+        self.drive.set_target(db_to_gain(
+            s.drive_db.clamp(-DRIVE_RANGE_DB, DRIVE_RANGE_DB),
+        ));
         self.glue.set_settings(&s.glue);
         self.eq.set_settings(&s.eq);
         self.stereo.set_settings(&s.stereo);
@@ -83,7 +84,8 @@ impl MasterChain {
         let mut key_drive = self.drive;
         key_drive.apply_gain(mix_key.0, mix_key.1);
         self.drive.apply_gain(left, right);
-        self.glue.process(left, right, Some((&*mix_key.0, &*mix_key.1)));
+        self.glue
+            .process(left, right, Some((&*mix_key.0, &*mix_key.1)));
         self.eq.process(left, right);
         self.stereo.process(left, right);
         self.limiter.process(left, right);

@@ -46,7 +46,10 @@ impl<const TAPS: usize> Interpolator<TAPS> {
 
     /// Designs the filter and allocates the history (not real-time safe).
     pub fn new() -> Self {
-        assert!(TAPS >= 4 && TAPS.is_multiple_of(2), "TAPS must be even and at least 4");
+        assert!(
+            TAPS >= 4 && TAPS.is_multiple_of(2),
+            "TAPS must be even and at least 4"
+        );
         let half = (TAPS / 2) as f64;
         let mut coeffs = [[0.0f32; TAPS]; 3];
         for (p, phase) in coeffs.iter_mut().enumerate() {
@@ -247,8 +250,7 @@ mod tests {
         let mut det = TruePeakDetector::new();
         let mut peak = 0.0f32;
         for n in 0..4000 {
-            let x = amp
-                * (2.0 * std::f64::consts::PI * freq_ratio * n as f64 + phase).sin() as f32;
+            let x = amp * (2.0 * std::f64::consts::PI * freq_ratio * n as f64 + phase).sin() as f32;
             let p = det.process(x);
             if n > 100 {
                 peak = peak.max(p);

@@ -44,7 +44,11 @@ pub fn sanitize(x: f32) -> f32 {
     // Branch-free so that loops over buffers vectorise: both comparisons are false for NaN,
     // the second also for ±Inf.
     let keep = (DENORMAL_FLUSH..=f32::MAX).contains(&x.abs());
-    if keep { x.clamp(-MAX_INPUT, MAX_INPUT) } else { 0.0 }
+    if keep {
+        x.clamp(-MAX_INPUT, MAX_INPUT)
+    } else {
+        0.0
+    }
 }
 
 /// Sanitises a buffer in place (see [`sanitize`]).

@@ -19,7 +19,9 @@ fn input() -> [Vec<f32>; 2] {
     let w = std::f32::consts::TAU * TONE_HZ / SAMPLE_RATE;
     [
         (0..FRAMES).map(|n| 0.25 * (w * n as f32).sin()).collect(),
-        (0..FRAMES).map(|n| 0.25 * (w * n as f32 + 1.0).sin()).collect(),
+        (0..FRAMES)
+            .map(|n| 0.25 * (w * n as f32 + 1.0).sin())
+            .collect(),
     ]
 }
 

@@ -59,7 +59,12 @@ fn run(
             .collect();
         let m = main.map(|m| [&m[0][start..start + len], &m[1][start..start + len]]);
         let [ol, or] = &mut out;
-        engine.process(&ins, m, &mut ol[start..start + len], &mut or[start..start + len]);
+        engine.process(
+            &ins,
+            m,
+            &mut ol[start..start + len],
+            &mut or[start..start + len],
+        );
         start += len;
     }
     out
@@ -186,25 +191,41 @@ fn loudness_matched_ab_and_null_test() {
     let meters = engine.meters().clone();
     let processed = meters.master.read().integrated_lufs;
     let unprocessed = meters.unprocessed.read().integrated_lufs;
-    assert!(processed - unprocessed > 5.0, "{processed} vs {unprocessed}");
+    assert!(
+        processed - unprocessed > 5.0,
+        "{processed} vs {unprocessed}"
+    );
     // The reference mix is the exact stem sum: the null test reads (near) silence.
-    let null_peak = meters.null_peak.swap(0.0, std::sync::atomic::Ordering::Relaxed);
+    let null_peak = meters
+        .null_peak
+        .swap(0.0, std::sync::atomic::Ordering::Relaxed);
     assert!(null_peak < 1e-6, "null residual peak {null_peak}");
 
     settings.monitor.source = MonitorSource::Unprocessed;
     engine.set_settings(&settings);
     let out = run(&mut engine, &stems, Some(&mix), &mut || 512);
-    let gain_db = meters.match_gain_db.load(std::sync::atomic::Ordering::Relaxed);
-    assert!((gain_db - (processed - unprocessed)).abs() < 0.5, "{gain_db}");
+    let gain_db = meters
+        .match_gain_db
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        (gain_db - (processed - unprocessed)).abs() < 0.5,
+        "{gain_db}"
+    );
     // The heard unprocessed path is the delayed sum times the match gain.
     let g = 10f32.powf(gain_db / 20.0);
     let lat = engine.latency_samples();
     let n = frames - 1000;
     let expected = mix[0][n - lat] * g;
-    assert!((out[0][n] - expected).abs() < 1e-3 * g.max(1.0), "{} vs {expected}", out[0][n]);
+    assert!(
+        (out[0][n] - expected).abs() < 1e-3 * g.max(1.0),
+        "{} vs {expected}",
+        out[0][n]
+    );
 
     // The drive proposal points at the target: drive + target − integrated.
-    let proposal = meters.proposed_drive_db.load(std::sync::atomic::Ordering::Relaxed);
+    let proposal = meters
+        .proposed_drive_db
+        .load(std::sync::atomic::Ordering::Relaxed);
     let integrated = meters.master.read().integrated_lufs;
     assert!((proposal - (9.0 + settings.master.target_lufs - integrated)).abs() < 0.2);
 
@@ -218,7 +239,10 @@ fn loudness_matched_ab_and_null_test() {
     settings.monitor.source = MonitorSource::Processed;
     engine.set_settings(&settings);
     run(&mut engine, &stems, Some(&late), &mut || 512);
-    let peak = engine.meters().null_peak.swap(0.0, std::sync::atomic::Ordering::Relaxed);
+    let peak = engine
+        .meters()
+        .null_peak
+        .swap(0.0, std::sync::atomic::Ordering::Relaxed);
     assert!(20.0 * peak.log10() > -40.0, "offset not detected: {peak}");
 }
 
@@ -257,9 +281,15 @@ fn missing_and_short_stems_are_silence() {
     let lat = engine.latency_samples();
     let mut out = [vec![0.0; frames], vec![0.0; frames]];
     for start in (0..frames).step_by(500) {
-        let s0 = [&stems[0][0][start..start + 500], &stems[0][1][start..start + 500]];
+        let s0 = [
+            &stems[0][0][start..start + 500],
+            &stems[0][1][start..start + 500],
+        ];
         // Stem 1 missing; stem 2 passes a slice shorter than the block (first 100 only).
-        let s2 = [&stems[2][0][start..start + 100], &stems[2][1][start..start + 100]];
+        let s2 = [
+            &stems[2][0][start..start + 100],
+            &stems[2][1][start..start + 100],
+        ];
         let [ol, or] = &mut out;
         engine.process(
             &[Some(s0), None, Some(s2)],
@@ -364,12 +394,28 @@ fn mute_is_click_free() {
             settings.stems[0].mute = true;
             engine.set_settings(&settings);
         }
-        let s = [&stems[0][0][start..start + 32], &stems[0][1][start..start + 32]];
-        engine.process(&[Some(s)], None, &mut out[start..start + 32], &mut right[start..start + 32]);
+        let s = [
+            &stems[0][0][start..start + 32],
+            &stems[0][1][start..start + 32],
+        ];
+        engine.process(
+            &[Some(s)],
+            None,
+            &mut out[start..start + 32],
+            &mut right[start..start + 32],
+        );
     }
-    let max_step = |x: &[f32]| x.windows(2).map(|w| (w[1] - w[0]).abs()).fold(0.0, f32::max);
+    let max_step = |x: &[f32]| {
+        x.windows(2)
+            .map(|w| (w[1] - w[0]).abs())
+            .fold(0.0, f32::max)
+    };
     let natural = max_step(&sine);
-    assert!(max_step(&out) <= natural * 1.01, "{} vs {natural}", max_step(&out));
+    assert!(
+        max_step(&out) <= natural * 1.01,
+        "{} vs {natural}",
+        max_step(&out)
+    );
     assert!(out[frames - 1].abs() < 1e-6);
 }
 
@@ -385,7 +431,11 @@ fn check_recovery(settings: &EngineSettings, huge: bool, strict: bool) {
     let mut stems = clean.clone();
     for n in 5_000..5_300 {
         stems[0][0][n] = f32::NAN;
-        stems[1][1][n] = if n % 2 == 0 { f32::INFINITY } else { f32::NEG_INFINITY };
+        stems[1][1][n] = if n % 2 == 0 {
+            f32::INFINITY
+        } else {
+            f32::NEG_INFINITY
+        };
         stems[2][0][n] = f32::MIN_POSITIVE / 3.0;
     }
     if huge {
@@ -398,12 +448,20 @@ fn check_recovery(settings: &EngineSettings, huge: bool, strict: bool) {
     let mut engine2 = Engine::new(48_000.0, 512, 3);
     engine2.set_settings(settings);
     let reference = run(&mut engine2, &clean, None, &mut || 512);
-    let from = if huge { 18_000 } else { 5_300 + engine.latency_samples() + 512 };
+    let from = if huge {
+        18_000
+    } else {
+        5_300 + engine.latency_samples() + 512
+    };
     if huge && !strict {
         // Compressors release from the +120 dB spike at their own (seconds-long) pace.
     } else if strict {
         let diff = (from..frames)
-            .map(|n| (out[0][n] - reference[0][n]).abs().max((out[1][n] - reference[1][n]).abs()))
+            .map(|n| {
+                (out[0][n] - reference[0][n])
+                    .abs()
+                    .max((out[1][n] - reference[1][n]).abs())
+            })
             .fold(0.0, f32::max);
         assert!(diff < 1e-3, "still disturbed: {diff}");
     } else {

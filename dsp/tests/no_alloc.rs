@@ -113,11 +113,19 @@ fn process_never_allocates() {
             while start < frames {
                 let len = block.min(frames - start);
                 let ins: [Option<StereoIn>; MAX_STEMS] = std::array::from_fn(|i| {
-                    Some([&stems[i][0][start..start + len], &stems[i][1][start..start + len]])
+                    Some([
+                        &stems[i][0][start..start + len],
+                        &stems[i][1][start..start + len],
+                    ])
                 });
                 let m = Some([&main[0][start..start + len], &main[1][start..start + len]]);
                 let [ol, or] = &mut out;
-                engine.process(&ins, m, &mut ol[start..start + len], &mut or[start..start + len]);
+                engine.process(
+                    &ins,
+                    m,
+                    &mut ol[start..start + len],
+                    &mut or[start..start + len],
+                );
                 start += len;
             }
             meters.request_reset();
