@@ -80,6 +80,12 @@ pub struct EngineMeters {
     pub main_input: PublishedMeters,
     /// Master limiter gain reduction.
     pub limiter_gr: PublishedGain,
+    /// Master glue compressor gain reduction.
+    pub glue_gr: PublishedGain,
+    /// Per-stem compressor gain reduction.
+    pub stem_comp_gr: [PublishedGain; MAX_STEMS],
+    /// Per-stem dynamic EQ gain reduction (the band's cut).
+    pub stem_dyn_eq_gr: [PublishedGain; MAX_STEMS],
     /// Loudness-match gain applied to the monitored non-processed path, dB.
     pub match_gain_db: AtomicF32,
     /// Loudness-target helper: the drive (dB) that would bring the integrated loudness of the
@@ -517,6 +523,19 @@ impl Engine {
         self.master_meter.publish(&p.master);
         self.raw_meter.publish(&p.unprocessed);
         self.main_meter.publish(&p.main_input);
+        for (i, chain) in self.stems.iter_mut().enumerate() {
+            p.stem_comp_gr[i].publish(
+                chain.comp.gain_reduction_db(),
+                chain.comp.take_max_gain_reduction_db(),
+            );
+            p.stem_dyn_eq_gr[i].publish(
+                chain.dyn_eq.gain_reduction_db(),
+                chain.dyn_eq.take_max_gain_reduction_db(),
+            );
+        }
+        let glue = &mut self.master.glue;
+        p.glue_gr
+            .publish(glue.gain_reduction_db(), glue.take_max_gain_reduction_db());
         let limiter = &mut self.master.limiter;
         p.limiter_gr.publish(
             limiter.gain_reduction_db(),

@@ -499,3 +499,25 @@ fn bad_input_never_makes_bad_output_and_recovers_within_a_block() {
     check_recovery(&all_on, false, false);
     check_recovery(&all_on, true, false);
 }
+
+#[test]
+fn gain_reduction_meters_are_published() {
+    let stems = make_stems(2, 48_000, 0.4, 51);
+    let mut settings = EngineSettings::default();
+    settings.stems[1].comp.enabled = true;
+    settings.stems[1].comp.threshold_db = -40.0;
+    settings.master.glue.enabled = true;
+    settings.master.glue.threshold_db = -40.0;
+    settings.master.drive_db = 12.0;
+    let mut engine = Engine::new(48_000.0, 512, 2);
+    engine.set_settings(&settings);
+    run(&mut engine, &stems, None, &mut || 512);
+    let m = engine.meters();
+    assert!(m.stem_comp_gr[1].take() > 3.0);
+    assert!(m.stem_comp_gr[1].current() > 1.0);
+    assert_eq!(m.stem_comp_gr[0].take(), 0.0, "stem 1's compressor is off");
+    assert!(m.glue_gr.take() > 1.0);
+    assert!(m.limiter_gr.take() > 1.0);
+    // A take restarts the maximum.
+    assert_eq!(m.limiter_gr.take(), 0.0);
+}
