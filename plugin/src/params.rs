@@ -88,8 +88,20 @@ impl FromSpec for FloatParam {
                 .with_value_to_string(formatters::v2s_f32_percentage(0))
                 .with_string_to_value(formatters::s2v_f32_percentage()),
             Unit::Plain => p.with_value_to_string(formatters::v2s_f32_rounded(2)),
+            // Rounds before choosing the side, so that values within ±0.5 % of the centre show
+            // as "C" (nice-plug's panning formatter picks the side first and shows "0L"/"0R",
+            // which then parses back as the centre and fails the text round trip).
             Unit::Balance => p
-                .with_value_to_string(formatters::v2s_f32_panning())
+                .with_value_to_string(Arc::new(|v: f32| {
+                    let percent = (v * 100.0).round();
+                    if percent < 0.0 {
+                        format!("{:.0}L", -percent)
+                    } else if percent > 0.0 {
+                        format!("{percent:.0}R")
+                    } else {
+                        String::from("C")
+                    }
+                }))
                 .with_string_to_value(formatters::s2v_f32_panning()),
         };
         match unit {
@@ -545,7 +557,9 @@ mod tests {
     fn formatting_round_trips() {
         let params = StembusParams::default();
         for (id, ptr, _) in param_map(&params) {
-            for normalized in [0.0, 0.3, 0.77, 1.0] {
+            // Dense around the middle too: a balance just off centre once read back as "0L".
+            let dense = (0..=200).map(|i| 0.49 + i as f32 * 0.0001);
+            for normalized in [0.0, 0.3, 0.77, 1.0].into_iter().chain(dense) {
                 // SAFETY: `params` is alive.
                 unsafe {
                     let text = ptr.normalized_value_to_string(normalized, true);
