@@ -74,7 +74,7 @@ pub enum Unit {
     Percent,
     /// A bare number (filter Q), "0.71".
     Plain,
-    /// Balance −1..+1, shown as "L 25 %", "C", "R 40 %".
+    /// Balance −1..+1, shown as "25L", "C", "40R".
     Balance,
 }
 
