@@ -3,275 +3,410 @@
 //! samples, whatever the sample rate. The engine aligns its dry paths with that number.
 //!
 //! ```text
-//! x (fs) ─► up 1: half-band, 79 taps ─► up 2: half-band, 23 taps ─► f(·) at 4·fs
-//!        ◄─ down 1: low-pass, 165 taps ◄─ down 2: half-band, 23 taps ◄─┘
+//! x (fs) ─► up 1: half-band, 43 taps ─► up 2: half-band, 11 taps ─► f(·) at 4·fs
+//!        ◄─ down 1: low-pass, 69 taps ◄─ down 2: half-band, 11 taps ◄─┘
 //! ```
 //!
-//! All four filters are Kaiser-windowed sincs (β = 7.86 for stage 1, 8.5 for stage 2):
+//! The filters are equiripple designs (Parks–McClellan for the half-bands, a linear programme
+//! for the last decimator) made by the script next to the coefficient tables below. At 48 kHz
+//! (everything scales with the sample rate):
+//!
+//! * **Up 1** (fs → 2·fs), half-band of `4K − 1 = 43` taps (`K = 11`), flat to 20 kHz: rejects
+//!   the images of 0–20 kHz (28–48 kHz at 2·fs) by ≥ 64 dB.
+//! * **Up 2 / down 2** (2·fs ↔ 4·fs), the same half-band of 11 taps (`K = 3`), flat to 20 kHz:
+//!   rejects 76–96 kHz by ≥ 66 dB.
+//! * **Down 1** (2·fs → fs), low-pass of 69 taps: ≥ 65 dB from 25 kHz up, so whatever the
+//!   curve makes between 25 and 48 kHz (at 2·fs) folds back ≥ 65 dB down. Its pass band is
+//!   `1/(H₁·H₂²)` within ±10⁻³, i.e. it also cancels the ripple of the three half-bands: the
+//!   whole round trip is flat within ±0.009 dB (±10⁻³) from DC to 20 kHz, DC gain 1.
+//!
+//! Everything made at 4·fs that would fold below 20 kHz comes back ≥ 65 dB down; what folds
+//! into 20–24 kHz (made at 24–25 kHz or 72–76 kHz, the transition bands) ≥ 24 dB, resp. ≥ 53 dB
+//! down. A half-band only is −6 dB at its Nyquist, which is why the last decimator is a full
+//! low-pass: a 5 kHz tone's 5th harmonic (25 kHz) would otherwise alias to 23 kHz almost
+//! unattenuated.
+//!
+//! Half-bands (`N = 4K − 1` taps, centre `c = 2K − 1`) have `h[c] = ½` and `h[c ± 2i] = 0`, so
+//! only the `2K` taps `h[0], h[2], …, h[4K − 2]` multiply.
+//!
+//! **Polyphase form.** No signal is ever interleaved: the 2·fs signal is kept as its even and
+//! odd base-rate streams (`v[2m] = vₑ[m]`, `v[2m + 1] = vₒ[m]`), the 4·fs one as four
+//! (`w[4m + p] = w_p[m]`), and every filter is written as short FIRs over those streams. With
+//! `a_j = h₁[2j]` (`j < 22`), `b_j = h₂[2j]` (`j < 6`) and `d_i` (`i < 69`):
 //!
 //! ```text
-//! h[i] = 2·fc·sinc(2·fc·(i − c)) · I0(β·√(1 − ((i − c)/(c + 1))²)) / I0(β),   c = (N − 1)/2
+//! up 1:   vₑ[m] = 2·Σ_{j<22} a_j·x[m − j]                   vₒ[m] = x[m − 10]
+//! up 2:   w₀[m] = 2·(Σ_{i<3} b_{2i}·vₑ[m − i] + Σ_{i<3} b_{2i+1}·vₒ[m − 1 − i])
+//!         w₂[m] = 2·(Σ_{i<3} b_{2i}·vₒ[m − i] + Σ_{i<3} b_{2i+1}·vₑ[m − i])
+//!         w₁[m] = vₑ[m − 1]                                   w₃[m] = vₒ[m − 1]
+//! f:      s_p[m] = f(w_p[m])                                  (p = 0..3, at 4·fs)
+//! down 2: uₑ[m] = Σ_{i<3} b_{2i}·s₀[m − i] + Σ_{i<3} b_{2i+1}·s₂[m − 1 − i] + ½·s₃[m − 2]
+//!         uₒ[m] = Σ_{i<3} b_{2i}·s₂[m − i] + Σ_{i<3} b_{2i+1}·s₀[m − i] + ½·s₁[m − 1]
+//! down 1: y[m] = Σ_{j<35} d_{2j}·uₑ[m − j] + Σ_{j<34} d_{2j+1}·uₒ[m − 1 − j]
 //! ```
 //!
-//! with `fc` the cut-off as a fraction of the filter's own rate, normalised to unit DC gain.
+//! (the zero-stuffing forms `v[n] = 2·Σ_i h₁[i]·x↑[n − i]`, `u[n] = Σ_i h₂[i]·s[2n − i]`, …
+//! split by the parity of the indices).
 //!
-//! * Half-bands (`fc = 1/4`, `N = 4K − 1`) have every other tap zero except the centre (exactly
-//!   ½), so the interpolating branch costs `2K` multiplies and the other branch is a pure delay.
-//!   Stage 1 up (K = 20) is flat within ±0.001 dB to 0.4375·fs (21 kHz at 48 kHz) and rejects
-//!   the images of that band (≥ 0.5625·fs) by ≥ 79 dB. Stage 2 (K = 6, at 2·fs ↔ 4·fs) is flat
-//!   within ±0.001 dB to 0.5·fs and rejects ≥ 1.5·fs by ≥ 83 dB, which is everything that could
-//!   fold back into the band stage 1 keeps.
-//! * The last decimator cannot be a half-band: a half-band is only −6 dB at the base Nyquist,
-//!   so a harmonic just above it (a 5 kHz tone's 5th harmonic at 25 kHz, at 48 kHz) would
-//!   alias almost unattenuated. It is a full low-pass (N = 165, fc = 0.46875·fs) with a
-//!   pass band flat within ±0.001 dB to 0.4375·fs (21 kHz at 48 kHz) and ≥ 79.8 dB attenuation
-//!   from the base Nyquist up: anything generated above fs/2 folds back ≥ 80 dB down.
+//! **Latency.** Group delays: 21 (up 1, at 2·fs), 5 + 5 (up 2 and down 2, at 4·fs = 5 at
+//! 2·fs) and 34 (down 1, at 2·fs): 60 samples at 2·fs = 30 base samples (checked by a test:
+//! the impulse response is symmetric about sample 30).
 //!
-//! Latency: group delays are 39 (stage 1 up, at 2·fs), 11 + 11 (stage 2, at 4·fs = 11 at
-//! 2·fs) and 82 (stage 1 down, at 2·fs): 132 samples at 2·fs = 66 base samples. The decimators
-//! keep the phase that makes this exact (checked by a test: the impulse response is symmetric
-//! about sample 66).
-//!
-//! Cost per base sample and channel: 40 + 2·12 + 2·12 + 165 = 253 multiply-adds plus four
-//! calls of the non-linearity. The filters run on blocks of up to [`MAX_BLOCK`] base samples
-//! in "outer product" form (see `fir`), which the compiler vectorises with baseline SSE2;
-//! measured ≈ 30–35 ns per base sample and channel. Allocation-free after `new`.
+//! **Cost** per base sample and channel: 22 + 12 + 14 + 69 = 117 multiply-adds and four calls
+//! of the non-linearity (the previous 4× chain, designed for ≥ 79 dB, took 253). The filters
+//! run on tiles of [`MAX_BLOCK`] base samples in "outer product" form (see `fir_acc`) over
+//! fixed-size arrays, which the compiler vectorises (SSE2 on baseline x86-64, NEON on
+//! aarch64); the caller may run [`Oversampler4x::process_tile`] inside a function compiled for
+//! AVX2 and FMA (see [`avx2_fma_available`]), as the saturation does: then ≈ 8 ns per stereo
+//! frame for the filters of both channels on the development machine (release build).
+//! Allocation-free after `new`.
 
 /// Oversampling factor.
 pub const FACTOR: usize = 4;
 
 /// Round-trip delay in base-rate samples (exact, integer, independent of the sample rate).
-pub const LATENCY: usize = 66;
+pub const LATENCY: usize = 30;
 
-/// Kaiser window β of stage 1, up and down (≈ 80 dB stop band).
-const STAGE1_BETA: f64 = 7.86;
-/// Kaiser window β of stage 2 (≈ 84 dB stop band: its transition band folds back onto the
-/// edge of stage 1's pass band, so it gets a little more).
-const STAGE2_BETA: f64 = 8.5;
-
-/// Stage 1 half-band: `K`, so `N = 4K − 1 = 79` taps, `2K = 40` non-zero side taps.
-const UP1_K: usize = 20;
-/// Non-zero side taps of stage 1 up.
-const UP1_SIDE: usize = 2 * UP1_K;
-/// Stage 2 half-band: `K`, so `N = 23` taps, 12 non-zero side taps.
-const HB2_K: usize = 6;
-/// Non-zero side taps of stage 2.
-const HB2_SIDE: usize = 2 * HB2_K;
-/// Length of the stage 1 decimating low-pass (`≡ 1 mod 4`, so its group delay, 82, is even
-/// and the total delay lands on a base-rate sample).
-const DOWN1_TAPS: usize = 165;
-/// Taps of its even polyphase branch (`h[0], h[2], …, h[164]`).
-const DOWN1_EVEN: usize = DOWN1_TAPS.div_ceil(2);
-/// Taps of its odd polyphase branch (`h[1], h[3], …, h[163]`).
-const DOWN1_ODD: usize = DOWN1_TAPS / 2;
-/// Cut-off of the stage 1 decimator as a fraction of 2·fs (22.5 kHz at 96 kHz).
-const DOWN1_FC: f64 = 0.234_375;
-
-/// Base-rate frames processed per internal chunk (sizes the scratch buffers).
+/// Base-rate frames per tile (the filters always compute whole tiles).
 pub const MAX_BLOCK: usize = 64;
 
-/// Block FIR in "outer product" form: `y[k] = Σ_j c[j]·x[k + j]` for `k < y.len()`, with
-/// `x.len() ≥ y.len() + c.len() − 1`. Tiles of up to 64 outputs are accumulated tap by tap
-/// (`acc[k] += c[j]·x[k + j]`), an element-wise loop the compiler vectorises reliably at any
-/// optimisation level (a dot product per output would need a horizontal reduction, which it
-/// does not vectorise without fast-math). Every output sums its taps in the same order, so
-/// the result does not depend on how a signal is cut into blocks.
-#[inline]
-fn fir(c: &[f32], x: &[f32], y: &mut [f32]) {
-    const TILE: usize = 64;
-    for (tile, yk) in y.chunks_mut(TILE).enumerate() {
-        let base = tile * TILE;
-        let n = yk.len();
-        let mut acc = [0.0f32; TILE];
-        let acc = &mut acc[..n];
-        for (j, &cj) in c.iter().enumerate() {
-            for (a, &v) in acc.iter_mut().zip(&x[base + j..base + j + n]) {
-                *a += cj * v;
+/// One value per base-rate frame of a tile.
+pub type Tile = [f32; MAX_BLOCK];
+
+/// Stage 1 half-band: `K`, so `N = 4K − 1 = 43` taps, `2K = 22` non-zero side taps.
+const UP1_K: usize = 11;
+/// Stage 2 half-band: `K`, so `N = 11` taps, 6 non-zero side taps.
+const HB2_K: usize = 3;
+/// Length of the stage 1 decimating low-pass (`≡ 1 mod 4`, so its group delay, 34, is even
+/// and the total delay lands on a base-rate sample).
+const DOWN1_LEN: usize = 69;
+
+/// History of the input line: `x[m − 21]` is the oldest sample up 1 reads.
+const X_HIST: usize = 2 * UP1_K - 1;
+/// History of the `vₑ`, `vₒ` lines (up 2 reads back to `vₒ[m − 3]`).
+const V_HIST: usize = HB2_K;
+/// History of the `s_p` lines (down 2 reads back to `s₂[m − 3]`).
+const S_HIST: usize = HB2_K;
+/// History of the `uₑ`, `uₒ` lines (down 1 reads back to `uₑ[m − 34]`, `uₒ[m − 34]`).
+const U_HIST: usize = DOWN1_LEN / 2;
+
+const _: () =
+    assert!(DOWN1_LEN % 4 == 1 && (2 * UP1_K - 1 + 2 * HB2_K - 1 + DOWN1_LEN / 2) == 2 * LATENCY);
+const _: () = assert!(
+    HB2_K == 3,
+    "the stage 2 polyphase formulas are written out for K = 3"
+);
+
+// Coefficients: the first half of each symmetric filter (the rest mirrors it), printed by this
+// script (Python 3, numpy, scipy; frequencies in Hz at fs = 48 kHz):
+//
+// ```python
+// import numpy as np
+// from scipy.signal import remez
+// from scipy.optimize import linprog
+//
+// def halfband_side_taps(k, pass_hz, rate_hz):
+//     # Half-band of 4k − 1 taps, flat to pass_hz: h[2j] = g[j]/2 (centre ½), with g the 2k-tap
+//     # equiripple (Parks–McClellan) type II filter approximating 1 on [0, 2·pass_hz/rate_hz].
+//     g = remez(2 * k, [0.0, 2.0 * pass_hz / rate_hz], [1.0], fs=1.0)
+//     return 0.5 * g
+//
+// def zero_phase(side, f_hz, rate_hz):
+//     # Amplitude of the half-band about its centre: ½ + Σ_j side[j]·cos(2π f (2j − 2k + 1)/rate).
+//     offsets = 2 * np.arange(len(side)) - (len(side) - 1)  # 2j − (2k − 1)
+//     return 0.5 + np.cos(2 * np.pi * np.outer(f_hz, offsets) / rate_hz) @ side
+//
+// def decimator(taps, h1, h2, pass_hz, stop_hz, ripple):
+//     # Linear-phase low-pass at 96 kHz, minimax stop band from stop_hz (linear programme), with
+//     # the pass band equal to 1/(H1·H2²) within ±ripple (compensating the half-bands) and the
+//     # round trip's DC gain exactly 1.
+//     m = (taps - 1) // 2
+//     fp = np.linspace(0.0, pass_hz, 500)
+//     fs = np.linspace(stop_hz, 48_000.0, 800)
+//     comp = zero_phase(h1, fp, 96_000.0) * zero_phase(h2, fp, 192_000.0) ** 2
+//     basis = lambda f: np.cos(2 * np.pi * np.outer(f, np.arange(m + 1)) / 96_000.0) * np.r_[1.0, 2.0 * np.ones(m)]
+//     bp = basis(fp) * comp[:, None]
+//     bs = basis(fs)
+//     a_ub = np.vstack([np.c_[bp, np.zeros(len(fp))], np.c_[-bp, np.zeros(len(fp))],
+//                       np.c_[bs, -np.ones(len(fs))], np.c_[-bs, -np.ones(len(fs))]])
+//     b_ub = np.r_[np.full(len(fp), 1 + ripple), np.full(len(fp), -(1 - ripple)), np.zeros(2 * len(fs))]
+//     a_eq = np.r_[bp[0], 0.0][None, :]
+//     cost = np.r_[np.zeros(m + 1), 1.0]
+//     x = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=[1.0],
+//                 bounds=[(None, None)] * (m + 2), method="highs").x
+//     return np.r_[x[m:0:-1], x[:m + 1]]
+//
+// h1 = halfband_side_taps(11, 20_000.0, 96_000.0)
+// h2 = halfband_side_taps(3, 20_000.0, 192_000.0)
+// d = decimator(69, h1, h2, 20_000.0, 25_000.0, 1.0e-3)
+// for name, v in [("UP1_HALF", h1[:11]), ("HB2_HALF", h2[:3]), ("DOWN1_HALF", d[:35])]:
+//     print(f"const {name}: [f64; {len(v)}] = [")
+//     for i in range(0, len(v), 3):
+//         print("    " + " ".join(f"{float(x)!r}," for x in v[i:i + 3]))
+//     print("];")
+// ```
+
+/// `h₁[0], h₁[2], …, h₁[20]`: the first half of the 22 side taps of up 1.
+#[rustfmt::skip]
+const UP1_HALF: [f64; 11] = [
+    0.0008386115316423077, -0.001704014635655486, 0.0033207070665699197,
+    -0.005834806157665963, 0.009574651193731583, -0.015022586876556346,
+    0.02299861426623935, -0.03518378539261404, 0.05592923577022578,
+    -0.10130298871208995, 0.31668231801787616,
+];
+/// `h₂[0], h₂[2], h₂[4]`: the first half of the 6 side taps of stage 2.
+#[rustfmt::skip]
+const HB2_HALF: [f64; 3] = [
+    0.010152367786878015, -0.05897116805835896, 0.2990582012434373,
+];
+/// `d[0] … d[34]`: the first half of down 1, up to and including its centre tap.
+#[rustfmt::skip]
+const DOWN1_HALF: [f64; 35] = [
+    -0.00021861326209238609, -0.0007116076939038276, 0.00016499130675459505,
+    0.0009482907713555467, 0.0001047622788852836, -0.0014511100753668118,
+    -0.0005197785564034944, 0.002054051998264428, 0.001345946620377794,
+    -0.002530414302010782, -0.0024970223684981654, 0.002838423881062313,
+    0.0039704372213066365, -0.0030459370723015236, -0.006148222521391071,
+    0.002579209598023535, 0.008741062510513401, -0.001331255359745305,
+    -0.01170977343555928, -0.000934507900541861, 0.015046250272058756,
+    0.004702659342490018, -0.01847656171027938, -0.010368271155868278,
+    0.021908601495460523, 0.01885955143086718, -0.024999299624904617,
+    -0.031693943834820174, 0.027619527452278688, 0.05306886092149644,
+    -0.029982182028263436, -0.09963579727683033, 0.031238211445402855,
+    0.3161238984384055, 0.4683312098996241,
+];
+
+/// The symmetric filter of `N` taps whose first half is `half` (`N = 2·len − 1` with a centre
+/// tap, `2·len` without), times `scale`, in `f32`.
+const fn mirrored<const N: usize>(half: &[f64], scale: f64) -> [f32; N] {
+    let mut out = [0.0f32; N];
+    let mut i = 0;
+    while i < N {
+        let j = if i < half.len() { i } else { N - 1 - i };
+        out[i] = (half[j] * scale) as f32;
+        i += 1;
+    }
+    out
+}
+
+/// Every other element of `taps` from `first` (a polyphase branch).
+const fn branch<const N: usize, const M: usize>(taps: &[f32; N], first: usize) -> [f32; M] {
+    let mut out = [0.0f32; M];
+    let mut i = 0;
+    while i < M {
+        out[i] = taps[first + 2 * i];
+        i += 1;
+    }
+    out
+}
+
+/// Up 1: `2·a_j`, `j < 22` (the factor 2 restores the gain lost to zero stuffing).
+const UP1: [f32; 2 * UP1_K] = mirrored(&UP1_HALF, 2.0);
+/// Stage 2 side taps `b_j`, `j < 6`.
+const HB2: [f32; 2 * HB2_K] = mirrored(&HB2_HALF, 1.0);
+/// Stage 2 side taps doubled, for the interpolator.
+const HB2_X2: [f32; 2 * HB2_K] = mirrored(&HB2_HALF, 2.0);
+/// `2·b_{2i}`: up 2, taps on the stream of the same parity.
+const UP2_SAME: [f32; HB2_K] = branch(&HB2_X2, 0);
+/// `2·b_{2i+1}`: up 2, taps on the other stream.
+const UP2_OTHER: [f32; HB2_K] = branch(&HB2_X2, 1);
+/// `b_{2i}`: down 2, taps on the stream of the same parity.
+const DOWN2_SAME: [f32; HB2_K] = branch(&HB2, 0);
+/// `b_{2i+1}`: down 2, taps on the other stream.
+const DOWN2_OTHER: [f32; HB2_K] = branch(&HB2, 1);
+/// Down 1, all taps.
+const DOWN1: [f32; DOWN1_LEN] = mirrored(&DOWN1_HALF, 1.0);
+/// `d_{2j}`, `j < 35`: down 1 on `uₑ`.
+const DOWN1_EVEN: [f32; DOWN1_LEN.div_ceil(2)] = branch(&DOWN1, 0);
+/// `d_{2j+1}`, `j < 34`: down 1 on `uₒ`.
+const DOWN1_ODD: [f32; DOWN1_LEN / 2] = branch(&DOWN1, 1);
+
+/// True when the CPU runs AVX2 and FMA code (x86-64 only; cache the answer).
+pub fn avx2_fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `a·b + c`, fused when `FMA` (only inside functions compiled with the FMA target feature:
+/// elsewhere `mul_add` would be a slow library call).
+#[inline(always)]
+pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// Block FIR in "outer product" form: `acc[k] += Σ_i c[i]·line[start + k − i]` for every `k`
+/// of the tile, i.e. `Σ_i c[i]·x[m − i]` with `line[start + k]` holding `x[m]`. Each tap is
+/// a multiply-add over the whole tile, an element-wise loop over fixed-size arrays that the
+/// compiler vectorises at any optimisation level (a dot product per output would need a
+/// horizontal reduction, which it does not vectorise without fast-math). Every output sums its
+/// taps in the same order, so the result does not depend on how a signal is cut into blocks.
+///
+/// Taps go four at a time, so that the accumulators are loaded and stored once per four taps.
+/// In each block of 32 taps they are grouped with a stride of 8 (`i, i + 8, i + 16, i + 24`):
+/// the four shifted inputs then differ by whole vectors of 8 lanes, and the compiler loads
+/// each vector once for several taps (≈ 40 % faster with AVX2, where loads bound the loop).
+#[inline(always)]
+fn fir_acc<const FMA: bool>(acc: &mut Tile, c: &[f32], line: &[f32], start: usize) {
+    let strided = c.len() / 32 * 32;
+    for block in (0..strided).step_by(32) {
+        for column in 0..8 {
+            let i = block + column;
+            let w: &[f32; MAX_BLOCK + 24] = line[start - i - 24..start - i + MAX_BLOCK]
+                .try_into()
+                .expect("a tile and 24 samples");
+            let q = [c[i], c[i + 8], c[i + 16], c[i + 24]];
+            for k in 0..MAX_BLOCK {
+                let a = madd::<FMA>(q[0], w[24 + k], acc[k]);
+                let a = madd::<FMA>(q[1], w[16 + k], a);
+                let a = madd::<FMA>(q[2], w[8 + k], a);
+                acc[k] = madd::<FMA>(q[3], w[k], a);
             }
         }
-        yk.copy_from_slice(acc);
     }
-}
-
-/// A filter input line: `hist` samples of history followed by room for a block.
-#[derive(Clone)]
-struct Line {
-    /// `[history | block]`.
-    buf: Box<[f32]>,
-    /// History length (taps − 1 of the filter reading it).
-    hist: usize,
-}
-
-impl Line {
-    fn new(hist: usize, max_block: usize) -> Self {
-        Self {
-            buf: vec![0.0; hist + max_block].into_boxed_slice(),
-            hist,
+    let (c, start) = (&c[strided..], start - strided);
+    let tile = |i: usize| -> &Tile {
+        line[start - i..start - i + MAX_BLOCK]
+            .try_into()
+            .expect("a tile")
+    };
+    let mut quads = c.chunks_exact(4);
+    let mut i = 0;
+    for q in quads.by_ref() {
+        let (x0, x1, x2, x3) = (tile(i), tile(i + 1), tile(i + 2), tile(i + 3));
+        for k in 0..MAX_BLOCK {
+            let a = madd::<FMA>(q[0], x0[k], acc[k]);
+            let a = madd::<FMA>(q[1], x1[k], a);
+            let a = madd::<FMA>(q[2], x2[k], a);
+            acc[k] = madd::<FMA>(q[3], x3[k], a);
         }
+        i += 4;
     }
-
-    fn reset(&mut self) {
-        self.buf.fill(0.0);
-    }
-
-    /// Room for the next block, after the history.
-    #[inline]
-    fn block_mut(&mut self, len: usize) -> &mut [f32] {
-        &mut self.buf[self.hist..self.hist + len]
-    }
-
-    /// History plus the block of `len` samples.
-    #[inline]
-    fn window(&self, len: usize) -> &[f32] {
-        &self.buf[..self.hist + len]
-    }
-
-    /// After a block of `len`: its last `hist` samples become the history.
-    #[inline]
-    fn advance(&mut self, len: usize) {
-        self.buf.copy_within(len..len + self.hist, 0);
+    for &ci in quads.remainder() {
+        let x = tile(i);
+        for k in 0..MAX_BLOCK {
+            acc[k] = madd::<FMA>(ci, x[k], acc[k]);
+        }
+        i += 1;
     }
 }
 
-/// Kaiser-windowed sinc low-pass of `n` taps, cut-off `fc` (fraction of its sample rate),
-/// normalised to unit DC gain (`f64`, design time only).
-fn kaiser_lowpass(n: usize, fc: f64, beta: f64) -> Vec<f64> {
-    let c = (n - 1) as f64 / 2.0;
-    let mut h: Vec<f64> = (0..n)
-        .map(|i| {
-            let m = i as f64 - c;
-            let u = m / (c + 1.0);
-            2.0 * fc * sinc(2.0 * fc * m) * bessel_i0(beta * (1.0 - u * u).sqrt()) / bessel_i0(beta)
-        })
-        .collect();
-    let sum: f64 = h.iter().sum();
-    h.iter_mut().for_each(|v| *v /= sum);
-    h
+/// The window `x[m − 2] … x[m + MAX_BLOCK − 1]` of a line for the tile's `m`, with
+/// `line[start + k]` holding `x[m]` (what a 3-tap FIR reads).
+#[inline(always)]
+fn short_window(line: &[f32], start: usize) -> &[f32; MAX_BLOCK + HB2_K - 1] {
+    line[start + 1 - HB2_K..start + MAX_BLOCK]
+        .try_into()
+        .expect("a tile and 2 samples")
 }
 
-/// The `2K` non-zero side taps `h[0], h[2], …, h[4K − 2]` of a half-band of `4K − 1` taps,
-/// scaled so that they sum to exactly ½ (the centre tap being ½, the DC gain is 1 and each
-/// polyphase branch of the interpolator has unit DC gain).
-fn halfband_side_taps(k: usize, beta: f64) -> Vec<f64> {
-    let h = kaiser_lowpass(4 * k - 1, 0.25, beta);
-    let side: Vec<f64> = h.iter().step_by(2).copied().collect();
-    let sum: f64 = side.iter().sum();
-    side.iter().map(|v| v * 0.5 / sum).collect()
+/// The stage 2 filters, two 3-tap branches (and the centre tap) in one pass:
+/// `Σ_{i<3} a[i]·xa[m − i] + Σ_{i<3} b[i]·xb[m − i] (+ ½·centre[m])` for the tile's `m`,
+/// from the windows of [`short_window`].
+#[inline(always)]
+fn two_branches<const FMA: bool>(
+    (a, xa): (&[f32; HB2_K], &[f32; MAX_BLOCK + HB2_K - 1]),
+    (b, xb): (&[f32; HB2_K], &[f32; MAX_BLOCK + HB2_K - 1]),
+    centre: Option<&Tile>,
+) -> Tile {
+    let mut out = [0.0f32; MAX_BLOCK];
+    for k in 0..MAX_BLOCK {
+        let mut acc = 0.0f32;
+        for i in 0..HB2_K {
+            acc = madd::<FMA>(a[i], xa[k + HB2_K - 1 - i], acc);
+        }
+        for i in 0..HB2_K {
+            acc = madd::<FMA>(b[i], xb[k + HB2_K - 1 - i], acc);
+        }
+        if let Some(c) = centre {
+            acc = madd::<FMA>(0.5, c[k], acc);
+        }
+        out[k] = acc;
+    }
+    out
 }
 
-fn sinc(t: f64) -> f64 {
-    if t.abs() < 1e-12 {
-        1.0
+/// The tile part (after `hist` samples of history) of a line, as a fixed-size array.
+#[inline(always)]
+fn block_mut(line: &mut [f32], hist: usize) -> &mut Tile {
+    (&mut line[hist..hist + MAX_BLOCK])
+        .try_into()
+        .expect("a tile")
+}
+
+/// The tile of a line read `back` samples before its block: `x[m − back]` for the block's `m`.
+#[inline(always)]
+fn delayed(line: &[f32], hist: usize, back: usize) -> &Tile {
+    line[hist - back..hist - back + MAX_BLOCK]
+        .try_into()
+        .expect("a tile")
+}
+
+/// After a tile of `len` samples, the last `hist` samples of a `[history | tile]` line up to
+/// `hist + len` become its history. For a whole tile (the usual case) the copy has a constant
+/// size and does not overlap (`hist < MAX_BLOCK`), so it compiles to a few vector moves.
+#[inline(always)]
+fn advance(line: &mut [f32], hist: usize, len: usize) {
+    if len == MAX_BLOCK {
+        let (head, tail) = line.split_at_mut(MAX_BLOCK);
+        head[..hist].copy_from_slice(&tail[..hist]);
     } else {
-        let x = std::f64::consts::PI * t;
-        x.sin() / x
+        line.copy_within(len..len + hist, 0);
     }
 }
 
-/// Modified Bessel function of the first kind, order 0 (power series).
-fn bessel_i0(x: f64) -> f64 {
-    let mut sum = 1.0;
-    let mut term = 1.0;
-    let q = x * x / 4.0;
-    for k in 1..100 {
-        term *= q / (k * k) as f64;
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
-        }
-    }
-    sum
+/// The delay lines of one channel: each is `[history | tile]`, oldest first.
+#[derive(Clone)]
+struct Lines {
+    /// Input `x` (base rate).
+    x: [f32; X_HIST + MAX_BLOCK],
+    /// Even samples `vₑ[m] = v[2m]` of the 2·fs signal (interpolated by up 1).
+    ve: [f32; V_HIST + MAX_BLOCK],
+    /// Odd samples `vₒ[m] = v[2m + 1]` (= `x[m − 10]`).
+    vo: [f32; V_HIST + MAX_BLOCK],
+    /// The four phases `s_p[m] = f(w[4m + p])` of the 4·fs signal.
+    s: [[f32; S_HIST + MAX_BLOCK]; 4],
+    /// Even samples `uₑ[m] = u[2m]` of the decimated 2·fs signal.
+    ue: [f32; U_HIST + MAX_BLOCK],
+    /// Odd samples `uₒ[m] = u[2m + 1]`.
+    uo: [f32; U_HIST + MAX_BLOCK],
 }
 
-/// The taps of a FIR reversed (so that `fir` with an oldest-first window computes
-/// `Σ_j taps[j]·x[m − j]`), scaled and converted to `f32`.
-fn reversed(taps: &[f64], scale: f64) -> Box<[f32]> {
-    taps.iter().rev().map(|&t| (t * scale) as f32).collect()
+impl Lines {
+    const ZERO: Self = Self {
+        x: [0.0; X_HIST + MAX_BLOCK],
+        ve: [0.0; V_HIST + MAX_BLOCK],
+        vo: [0.0; V_HIST + MAX_BLOCK],
+        s: [[0.0; S_HIST + MAX_BLOCK]; 4],
+        ue: [0.0; U_HIST + MAX_BLOCK],
+        uo: [0.0; U_HIST + MAX_BLOCK],
+    };
 }
 
-/// One channel of 4× oversampling (see the module documentation for the filters), processing
-/// blocks of base-rate samples.
-///
-/// Per base sample `x[m]` (polyphase forms of the filters of the module documentation):
-///
-/// ```text
-/// stage 1 up:   v[2m] = 2·Σ_{j<40} h1[2j]·x[m − j],     v[2m + 1] = x[m − 19]
-/// stage 2 up:   w[2k] = 2·Σ_{j<12} h2[2j]·v[k − j],     w[2k + 1] = v[k − 5]
-/// f:            s = f(w)                                 (at 4·fs)
-/// stage 2 down: u[k] = Σ_{j<12} h2[2j]·s[2k − 2j] + ½·s[2k − 11]
-/// stage 1 down: y[m] = Σ_{j<83} hd[2j]·u[2m − 2j] + Σ_{j<82} hd[2j + 1]·u[2m − 2j − 1]
-/// ```
+/// One channel of 4× oversampling (see the module documentation), processing tiles of up to
+/// [`MAX_BLOCK`] base-rate samples.
 #[derive(Clone)]
 pub struct Oversampler4x {
-    /// Stage 1 up, `2·h1[2j]` reversed (40 taps).
-    up1_coeffs: Box<[f32]>,
-    /// Stage 2 up, `2·h2[2j]` reversed (12 taps).
-    up2_coeffs: Box<[f32]>,
-    /// Stage 2 down, `h2[2j]` reversed (12 taps).
-    down2_coeffs: Box<[f32]>,
-    /// Stage 1 down, even branch `hd[2j]` reversed (83 taps).
-    down1_even_coeffs: Box<[f32]>,
-    /// Stage 1 down, odd branch `hd[2j + 1]` reversed (82 taps).
-    down1_odd_coeffs: Box<[f32]>,
-    /// Input of stage 1 up (base rate).
-    up1_in: Line,
-    /// Input of stage 2 up (2·fs).
-    up2_in: Line,
-    /// Even samples `s[2k]` of the 4·fs signal, input of stage 2 down.
-    down2_even: Line,
-    /// Odd samples `s[2k + 1]`: only the centre tap reads them.
-    down2_odd: Line,
-    /// Even samples `u[2m]` of the 2·fs signal, input of stage 1 down.
-    down1_even: Line,
-    /// Odd samples `u[2m + 1]`.
-    down1_odd: Line,
-    /// Scratch at 2·fs (stage 1 up output, stage 2 down output).
-    rate2: Box<[f32]>,
-    /// Scratch at 4·fs (the signal `f` works on).
-    rate4: Box<[f32]>,
-    /// Scratch for interpolated phases and branch sums.
-    scratch: Box<[f32]>,
+    /// Delay lines (boxed: ≈ 2.7 kB).
+    lines: Box<Lines>,
 }
 
 impl Oversampler4x {
-    /// Designs the filters and allocates the buffers (not real-time safe).
+    /// Allocates the delay lines (not real-time safe).
     pub fn new() -> Self {
-        let hd = kaiser_lowpass(DOWN1_TAPS, DOWN1_FC, STAGE1_BETA);
-        let hd_even: Vec<f64> = hd.iter().step_by(2).copied().collect();
-        let hd_odd: Vec<f64> = hd.iter().skip(1).step_by(2).copied().collect();
-        debug_assert_eq!((hd_even.len(), hd_odd.len()), (DOWN1_EVEN, DOWN1_ODD));
-        let h1 = halfband_side_taps(UP1_K, STAGE1_BETA);
-        let h2 = halfband_side_taps(HB2_K, STAGE2_BETA);
         Self {
-            up1_coeffs: reversed(&h1, 2.0),
-            up2_coeffs: reversed(&h2, 2.0),
-            down2_coeffs: reversed(&h2, 1.0),
-            down1_even_coeffs: reversed(&hd_even, 1.0),
-            down1_odd_coeffs: reversed(&hd_odd, 1.0),
-            up1_in: Line::new(UP1_SIDE - 1, MAX_BLOCK),
-            up2_in: Line::new(HB2_SIDE - 1, 2 * MAX_BLOCK),
-            down2_even: Line::new(HB2_SIDE - 1, 2 * MAX_BLOCK),
-            down2_odd: Line::new(HB2_K, 2 * MAX_BLOCK),
-            down1_even: Line::new(DOWN1_EVEN - 1, MAX_BLOCK),
-            down1_odd: Line::new(DOWN1_ODD, MAX_BLOCK),
-            rate2: vec![0.0; 2 * MAX_BLOCK].into_boxed_slice(),
-            rate4: vec![0.0; 4 * MAX_BLOCK].into_boxed_slice(),
-            scratch: vec![0.0; 2 * MAX_BLOCK].into_boxed_slice(),
+            lines: Box::new(Lines::ZERO),
         }
     }
 
     /// Clears every delay line.
     pub fn reset(&mut self) {
-        for line in [
-            &mut self.up1_in,
-            &mut self.up2_in,
-            &mut self.down2_even,
-            &mut self.down2_odd,
-            &mut self.down1_even,
-            &mut self.down1_odd,
-        ] {
-            line.reset();
-        }
+        *self.lines = Lines::ZERO;
     }
 
     /// Round-trip delay in base-rate samples ([`LATENCY`]).
@@ -281,117 +416,109 @@ impl Oversampler4x {
 
     /// Upsamples `input` 4×, lets `f` work on the oversampled signal and decimates the result
     /// into `output` (same length as `input`; extra samples of the longer one are ignored):
-    /// `output = ↓4(f(↑4 input))`, delayed by [`LATENCY`].
+    /// `output = ↓4(f(↑4 input))`, delayed by [`LATENCY`]. Portable build (no FMA).
     ///
-    /// `f(offset, oversampled)` is called once per chunk of at most [`MAX_BLOCK`] base
-    /// samples: `oversampled[4i..4i + 4]` (in time order) belong to `input[offset + i]`.
+    /// `f(offset, phases)` is called once per tile of at most [`MAX_BLOCK`] base samples with
+    /// the four phases of the oversampled signal: `phases[p][i]` is the sample at base time
+    /// `offset + i + p/4` (only the first `len` of each tile belong to `input`; the rest are
+    /// scratch, and `f` may do anything with them).
     pub fn process(
         &mut self,
         input: &[f32],
         output: &mut [f32],
-        mut f: impl FnMut(usize, &mut [f32]),
+        mut f: impl FnMut(usize, [&mut Tile; 4]),
     ) {
         let n = input.len().min(output.len());
         let mut offset = 0;
         while offset < n {
             let len = (n - offset).min(MAX_BLOCK);
-            self.process_chunk(
+            self.process_tile::<false>(
                 &input[offset..offset + len],
                 &mut output[offset..offset + len],
-                offset,
-                &mut f,
+                |phases| f(offset, phases),
             );
             offset += len;
         }
     }
 
-    fn process_chunk(
+    /// One tile (`min(input.len(), output.len(), MAX_BLOCK)` samples) of [`Self::process`],
+    /// with `f(phases)`. `FMA = true` fuses the multiply-adds: only call it from a function
+    /// compiled with the `fma` target feature (after [`avx2_fma_available`]).
+    #[inline(always)]
+    pub fn process_tile<const FMA: bool>(
         &mut self,
         input: &[f32],
         output: &mut [f32],
-        offset: usize,
-        f: &mut impl FnMut(usize, &mut [f32]),
+        f: impl FnOnce([&mut Tile; 4]),
     ) {
-        let len = input.len();
-        let (len2, len4) = (2 * len, 4 * len);
+        let len = input.len().min(output.len()).min(MAX_BLOCK);
+        let Lines {
+            x,
+            ve,
+            vo,
+            s,
+            ue,
+            uo,
+        } = &mut *self.lines;
+        // Samples past `len` in a line's block are stale; they only feed outputs past `len`
+        // (every output reads its own and older positions), which are dropped.
+        x[X_HIST..X_HIST + len].copy_from_slice(&input[..len]);
 
-        // Stage 1 up: fs → 2·fs.
-        self.up1_in.block_mut(len).copy_from_slice(input);
-        let interp = &mut self.scratch[..len];
-        fir(&self.up1_coeffs, self.up1_in.window(len), interp);
-        let centre = &self.up1_in.buf[UP1_K..UP1_K + len]; // x[m − (K − 1)]
-        for ((pair, &a), &b) in self.rate2[..len2]
-            .chunks_exact_mut(2)
-            .zip(&*interp)
-            .zip(centre)
-        {
-            pair[0] = a;
-            pair[1] = b;
-        }
-        self.up1_in.advance(len);
+        // Up 1: fs → 2·fs.
+        let mut acc = [0.0f32; MAX_BLOCK];
+        fir_acc::<FMA>(&mut acc, &UP1, x, X_HIST);
+        *block_mut(ve, V_HIST) = acc;
+        *block_mut(vo, V_HIST) = *delayed(x, X_HIST, UP1_K - 1);
 
-        // Stage 2 up: 2·fs → 4·fs.
-        self.up2_in
-            .block_mut(len2)
-            .copy_from_slice(&self.rate2[..len2]);
-        let interp = &mut self.scratch[..len2];
-        fir(&self.up2_coeffs, self.up2_in.window(len2), interp);
-        let centre = &self.up2_in.buf[HB2_K..HB2_K + len2];
-        for ((pair, &a), &b) in self.rate4[..len4]
-            .chunks_exact_mut(2)
-            .zip(&*interp)
-            .zip(centre)
-        {
-            pair[0] = a;
-            pair[1] = b;
-        }
-        self.up2_in.advance(len2);
-
-        f(offset, &mut self.rate4[..len4]);
-
-        // Stage 2 down: 4·fs → 2·fs.
-        {
-            let even = self.down2_even.block_mut(len2);
-            for (e, pair) in even.iter_mut().zip(self.rate4[..len4].chunks_exact(2)) {
-                *e = pair[0];
-            }
-            let odd = self.down2_odd.block_mut(len2);
-            for (o, pair) in odd.iter_mut().zip(self.rate4[..len4].chunks_exact(2)) {
-                *o = pair[1];
-            }
-        }
-        let sums = &mut self.rate2[..len2];
-        fir(&self.down2_coeffs, self.down2_even.window(len2), sums);
-        for (u, &o) in sums.iter_mut().zip(&self.down2_odd.buf[..len2]) {
-            *u += 0.5 * o; // s[2k − 2K + 1] = odd[k − K]
-        }
-        self.down2_even.advance(len2);
-        self.down2_odd.advance(len2);
-
-        // Stage 1 down: 2·fs → fs.
-        {
-            let even = self.down1_even.block_mut(len);
-            for (e, pair) in even.iter_mut().zip(self.rate2[..len2].chunks_exact(2)) {
-                *e = pair[0];
-            }
-            let odd = self.down1_odd.block_mut(len);
-            for (o, pair) in odd.iter_mut().zip(self.rate2[..len2].chunks_exact(2)) {
-                *o = pair[1];
-            }
-        }
-        fir(&self.down1_even_coeffs, self.down1_even.window(len), output);
-        // The odd branch reads u[2m − 1] … u[2m − 163]: the odd samples before this pair.
-        let odd_sums = &mut self.scratch[..len];
-        fir(
-            &self.down1_odd_coeffs,
-            &self.down1_odd.buf[..DOWN1_ODD - 1 + len],
-            odd_sums,
+        // Up 2: 2·fs → 4·fs, straight into the phases the non-linearity works on.
+        let [s0, s1, s2, s3] = s;
+        *block_mut(s0, S_HIST) = two_branches::<FMA>(
+            (&UP2_SAME, short_window(ve, V_HIST)),
+            (&UP2_OTHER, short_window(vo, V_HIST - 1)),
+            None,
         );
-        for (y, &o) in output.iter_mut().zip(&*odd_sums) {
-            *y += o;
+        *block_mut(s1, S_HIST) = *delayed(ve, V_HIST, 1);
+        *block_mut(s2, S_HIST) = two_branches::<FMA>(
+            (&UP2_SAME, short_window(vo, V_HIST)),
+            (&UP2_OTHER, short_window(ve, V_HIST)),
+            None,
+        );
+        *block_mut(s3, S_HIST) = *delayed(vo, V_HIST, 1);
+
+        f([
+            block_mut(s0, S_HIST),
+            block_mut(s1, S_HIST),
+            block_mut(s2, S_HIST),
+            block_mut(s3, S_HIST),
+        ]);
+
+        // Down 2: 4·fs → 2·fs.
+        *block_mut(ue, U_HIST) = two_branches::<FMA>(
+            (&DOWN2_SAME, short_window(s0, S_HIST)),
+            (&DOWN2_OTHER, short_window(s2, S_HIST - 1)),
+            Some(delayed(s3, S_HIST, 2)),
+        );
+        *block_mut(uo, U_HIST) = two_branches::<FMA>(
+            (&DOWN2_SAME, short_window(s2, S_HIST)),
+            (&DOWN2_OTHER, short_window(s0, S_HIST)),
+            Some(delayed(s1, S_HIST, 1)),
+        );
+
+        // Down 1: 2·fs → fs.
+        let mut y = [0.0f32; MAX_BLOCK];
+        fir_acc::<FMA>(&mut y, &DOWN1_EVEN, ue, U_HIST);
+        fir_acc::<FMA>(&mut y, &DOWN1_ODD, uo, U_HIST - 1);
+        output[..len].copy_from_slice(&y[..len]);
+
+        // The newest history of every line.
+        advance(x, X_HIST, len);
+        advance(ve, V_HIST, len);
+        advance(vo, V_HIST, len);
+        for line in [s0, s1, s2, s3] {
+            advance(line, S_HIST, len);
         }
-        self.down1_even.advance(len);
-        self.down1_odd.advance(len);
+        advance(ue, U_HIST, len);
+        advance(uo, U_HIST, len);
     }
 }
 
@@ -461,58 +588,91 @@ mod tests {
         }
         // Linear phase and finite: nothing beyond twice the latency.
         assert!(h[2 * LATENCY + 1..].iter().all(|v| v.abs() < 1e-7));
-        assert!((h.iter().sum::<f32>() - 1.0).abs() < 1e-4, "DC gain");
+        assert!((h.iter().sum::<f32>() - 1.0).abs() < 1e-5, "DC gain");
     }
 
     #[test]
-    fn pass_band_is_flat_and_nyquist_band_rejected() {
+    fn pass_band_is_flat_to_20_khz_at_48_khz() {
         let h = impulse_response(4 * LATENCY);
+        let mut worst = 0.0f64;
         let mut f = 0.0;
-        while f <= 0.4375 {
-            let db = response_db(&h, f);
-            assert!(db.abs() < 0.005, "ripple {db} dB at {f}·fs");
-            f += 0.005;
+        while f <= 20.0 / 48.0 {
+            worst = worst.max(response_db(&h, f).abs());
+            f += 0.0025;
         }
-        assert!(response_db(&h, 0.5) < -70.0);
+        eprintln!("round trip: pass band ripple ±{worst:.4} dB to 20 kHz");
+        assert!(worst < 0.01, "ripple {worst} dB");
     }
 
-    #[test]
-    fn decimator_rejects_everything_above_base_nyquist() {
-        // Tones made at 4·fs anywhere in fs/2 .. 2·fs must come out ≥ 79 dB down at fs.
-        let mut worst = f64::NEG_INFINITY;
-        for i in 0..=60 {
-            let f = 0.5 + 1.499 * i as f64 / 60.0; // in units of fs
-            let mut os = Oversampler4x::new();
-            let input = vec![0.0f32; 600];
-            let mut out = vec![0.0f32; 600];
-            os.process(&input, &mut out, |offset, v| {
-                for (q, s) in v.iter_mut().enumerate() {
-                    let t = (4 * offset + q) as f64 / 4.0;
+    /// Amplitude at the output of a unit tone made at 4·fs (`f` in units of fs), once settled.
+    fn decimated_tone_db(f: f64) -> f64 {
+        let mut os = Oversampler4x::new();
+        let input = vec![0.0f32; 640];
+        let mut out = vec![0.0f32; 640];
+        os.process(&input, &mut out, |offset, phases| {
+            for (p, phase) in phases.into_iter().enumerate() {
+                for (i, s) in phase.iter_mut().enumerate() {
+                    let t = (offset + i) as f64 + p as f64 / 4.0;
                     *s = (2.0 * PI * f * t).sin() as f32;
                 }
-            });
-            // Whatever folds back lands somewhere; take the largest sample once settled.
-            let peak = out[200..].iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            worst = worst.max(20.0 * (peak as f64).log10());
+            }
+        });
+        // Whatever folds back lands somewhere; take the largest sample once settled.
+        let peak = out[200..].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        20.0 * (peak as f64).log10()
+    }
+
+    /// Where a tone at `f` (units of fs, 4·fs domain) lands at fs.
+    fn folded(f: f64) -> f64 {
+        let f = f.rem_euclid(1.0);
+        if f > 0.5 { 1.0 - f } else { f }
+    }
+
+    #[test]
+    fn decimator_rejects_what_would_alias() {
+        // Tones made at 4·fs between 25 kHz and 2·fs (96 kHz at 48 kHz): ≥ 64 dB down where
+        // they would land in the audio band (≤ 20 kHz), ≥ 53 dB where they would land in
+        // 20–24 kHz (from the transition band of stage 2, 72–76 kHz).
+        let (mut audio, mut edge) = (f64::NEG_INFINITY, f64::NEG_INFINITY);
+        for i in 0..=150 {
+            let f = 25.0 / 48.0 + (2.0 - 25.0 / 48.0) * i as f64 / 150.0;
+            let db = decimated_tone_db(f);
+            if folded(f) <= 20.0 / 48.0 {
+                audio = audio.max(db);
+            } else {
+                edge = edge.max(db);
+            }
         }
-        assert!(worst < -79.0, "worst leakage {worst:.1} dB");
+        eprintln!("decimator leakage: {audio:.1} dB into 0–20 kHz, {edge:.1} dB into 20–24 kHz");
+        assert!(audio < -64.0, "leakage into the audio band {audio:.1} dB");
+        assert!(edge < -53.0, "leakage into 20–24 kHz {edge:.1} dB");
     }
 
     #[test]
     fn interpolator_images_are_rejected() {
-        // A tone in the pass band must not leave images at fs ± f, 2·fs ± f … (4·fs domain).
-        for f in [0.1f64, 0.3, 0.4375] {
+        // A tone in the pass band must not leave images at fs ± f, 2·fs − f (4·fs domain).
+        // Whole numbers of cycles in the analysed 2048 base samples, so that the single-bin
+        // DFT sees no leakage from the tone itself.
+        const SEGMENT: usize = 32 * MAX_BLOCK;
+        for cycles in [205, 614, 853] {
+            let f = cycles as f64 / SEGMENT as f64; // ≈ 0.1, 0.3, 0.4165 (20 kHz at 48 kHz)
             let mut os = Oversampler4x::new();
             let w = 2.0 * PI * f;
-            let x: Vec<f32> = (0..2400).map(|m| (w * m as f64).sin() as f32).collect();
+            let x: Vec<f32> = (0..SEGMENT + 4 * MAX_BLOCK)
+                .map(|m| (w * m as f64).sin() as f32)
+                .collect();
             let mut v = Vec::with_capacity(4 * x.len());
-            os.process(&x, &mut vec![0.0; x.len()], |_, s| v.extend_from_slice(s));
-            let v = &v[4 * 400..];
+            os.process(&x, &mut vec![0.0; x.len()], |_, [p0, p1, p2, p3]| {
+                for i in 0..MAX_BLOCK {
+                    v.extend_from_slice(&[p0[i], p1[i], p2[i], p3[i]]);
+                }
+            });
+            let v = &v[4 * 4 * MAX_BLOCK..];
             let fundamental = tone_amplitude(v, f / 4.0);
-            assert!((fundamental - 1.0).abs() < 1e-3, "gain {fundamental}");
+            assert!((fundamental - 1.0).abs() < 2e-3, "gain {fundamental}");
             for image in [1.0 - f, 1.0 + f, 2.0 - f] {
                 let a = 20.0 * tone_amplitude(v, image / 4.0).log10();
-                assert!(a < -78.0, "image of {f}·fs at {image}·fs: {a:.1} dB");
+                assert!(a < -64.0, "image of {f}·fs at {image}·fs: {a:.1} dB");
             }
         }
     }
@@ -525,7 +685,8 @@ mod tests {
         let err = (500..2000)
             .map(|n| (y[n] - x[n - LATENCY]).abs())
             .fold(0.0f32, f32::max);
-        assert!(err < 1e-3 * 0.5, "error {err}");
+        // The pass band is flat within ±10⁻³.
+        assert!(err < 1.1e-3 * 0.5, "error {err}");
     }
 
     #[test]
