@@ -136,7 +136,7 @@ impl ToneSequence {
                     s * self.step.0 + c * self.step.1,
                 );
                 self.produced += 1;
-                if self.produced % 4096 == 0 {
+                if self.produced.is_multiple_of(4096) {
                     let norm =
                         (self.phasor.0 * self.phasor.0 + self.phasor.1 * self.phasor.1).sqrt();
                     self.phasor = (self.phasor.0 / norm, self.phasor.1 / norm);
