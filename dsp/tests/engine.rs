@@ -335,8 +335,10 @@ fn main_input_roles() {
         MainInputRole::ReferenceMix,
         MainInputRole::ReferenceTrack,
     ] {
-        let mut settings = EngineSettings::default();
-        settings.main_input = role;
+        let settings = EngineSettings {
+            main_input: role,
+            ..Default::default()
+        };
         let mut engine = Engine::new(48_000.0, 512, 2);
         engine.set_settings(&settings);
         engine.reset();
@@ -384,7 +386,7 @@ fn mute_is_click_free() {
     let sine: Vec<f32> = (0..frames)
         .map(|n| 0.5 * (2.0 * std::f32::consts::PI * 100.0 * n as f32 / 48_000.0).sin())
         .collect();
-    let stems = vec![[sine.clone(), sine.clone()]];
+    let stems = [[sine.clone(), sine.clone()]];
     let mut engine = Engine::new(48_000.0, 512, 1);
     let mut out = vec![0.0; frames];
     let mut right = vec![0.0; frames];
@@ -429,15 +431,16 @@ fn check_recovery(settings: &EngineSettings, huge: bool, strict: bool) {
     let frames = 24_000;
     let clean = make_stems(3, frames, 0.1, 31);
     let mut stems = clean.clone();
-    for n in 5_000..5_300 {
-        stems[0][0][n] = f32::NAN;
-        stems[1][1][n] = if n % 2 == 0 {
+    let bad = 5_000..5_300;
+    stems[0][0][bad.clone()].fill(f32::NAN);
+    for (n, x) in stems[1][1][bad.clone()].iter_mut().enumerate() {
+        *x = if n % 2 == 0 {
             f32::INFINITY
         } else {
             f32::NEG_INFINITY
         };
-        stems[2][0][n] = f32::MIN_POSITIVE / 3.0;
     }
+    stems[2][0][bad].fill(f32::MIN_POSITIVE / 3.0);
     if huge {
         stems[2][1][7_000] = 3.0e38;
     }
