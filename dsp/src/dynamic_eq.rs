@@ -2,14 +2,19 @@
 //!
 //! ```text
 //! band signal   b = BP(x)                  RBJ band-pass, 0 dB peak, same freq/Q as the bell
-//! power         p = (b_L² + b_R²)/2        stereo-linked (mean of the channels)
-//! mean square   m += (1 − c_rms)·(p − m)   one pole, τ_rms = 2 periods of f0, 1..20 ms
+//! power         p = (b_L² + b_R²)/2        stereo-linked (mean of the channels), per sample
+//! mean square   m += (1 − c_rms)·(p − m)   one pole per sample, τ_rms = 2 periods of f0,
+//!                                          1..20 ms; evaluated once per segment of N = 16:
+//!                                          m_N = c^N·m_0 + Σ_k (1 − c)·c^(N−1−k)·p_k
 //! level         L = 10·log10(2·m)          dB re a full-scale sine (AES17: a sine of peak A
-//!                                          reads 20·log10 A)
+//!                                          reads 20·log10 A), once per segment
 //! static cut    g = min(range, max(0, L − threshold)·(1 − 1/ratio))
-//! envelope      c = g + a·(c − g),         a = attack pole if g > c, else release pole
-//! bell          peaking(f0, Q, −c)         RBJ, redesigned every 16 samples
+//! envelope      c = g + a^N·(c − g),       a = attack pole if g > c, else release pole
+//! bell          peaking(f0, Q, −c)         RBJ, redesigned every segment
 //! ```
+//!
+//! The level's logarithm and the bell's `A = 10^(gain/40)` use the compressor's
+//! [`fast_log2`]/[`fast_exp2`] (errors below 10⁻⁵ dB; 0 dB still gives exactly `A = 1`).
 //!
 //! The gain computer and smoothing follow Giannoulis, Massberg & Reiss, *Digital Dynamic Range
 //! Compressor Design — A Tutorial and Analysis* (JAES 2012): static curve in dB, then the
@@ -17,25 +22,51 @@
 //! state is exactly the static curve and release is not slowed by the attack. The attack and
 //! release times are one-pole time constants (63 % of a step, [`one_pole_coeff`]).
 //!
-//! Below threshold the cut is exactly 0 dB, and a 0 dB RBJ bell is an exact identity, so the
-//! signal passes bit for bit. The bell's coefficients follow the envelope once per segment
-//! (16 samples, interpolated per sample), i.e. with ≤ 16 samples of delay.
+//! **Segment rate.** The bell can only follow the cut once per segment (16 samples, its
+//! coefficients interpolated per sample), so the level, the gain computer and the envelope run
+//! once per segment too, at the end of it, with the per-sample poles raised to the 16th power:
+//! for a level that is constant over a segment this is exactly the per-sample envelope. The
+//! mean square still integrates every sample (the closed form above, a dot product with
+//! precomputed weights, instead of a serial recursion), and its time constant (≥ 1 ms = 48
+//! samples) makes it smooth at the segment rate. Per sample there is no logarithm and no
+//! branch: two stereo sections (detector and bell) and a square.
 //!
-//! Frequency and Q ramp in octaves, threshold/ratio/range ramp linearly ([`RAMP_MS`]); switching
-//! the band on or off fades the cut in or out over [`RAMP_MS`]; once off and settled the band is
-//! skipped entirely.
+//! Below threshold the cut is exactly 0 dB, and a 0 dB RBJ bell is an exact identity, so the
+//! signal passes bit for bit. The bell's coefficients follow the envelope once per segment,
+//! i.e. with ≤ 16 samples of delay.
+//!
+//! Frequency and Q ramp in octaves, threshold/ratio/range ramp linearly ([`RAMP_MS`], at the
+//! segment rate); switching the band on or off fades the cut in or out over [`RAMP_MS`]; once
+//! off and settled the band is skipped entirely. Segments count samples from the moment the
+//! band starts, so the block size never changes the output.
 
-use crate::biquad::{Biquad, CoefficientRamp, Coefficients};
+use crate::biquad::{
+    Coefficients, GridProcessor, LaneCoefficients, Lanes, Section, Warp, process_in_grid,
+};
+use crate::compressor::{fast_exp2, fast_log2};
 use crate::eq::{RAMP_MS, SEGMENT, clamp_or};
 use crate::settings::DynEqSettings;
 use crate::smoother::Smoother;
-use crate::util::{one_pole_coeff, sanitize};
+use crate::util::one_pole_coeff;
 
 /// Band state below this (≈ −240 dBFS) counts as silent.
 const IDLE_STATE: f64 = 1.0e-12;
 
 /// Cuts smaller than this (dB) are flushed to exactly 0 dB.
 const MIN_CUT_DB: f64 = 1.0e-6;
+
+/// Samples per segment.
+const SEG: usize = SEGMENT as usize;
+
+/// Frames per block-processing cell (see [`crate::biquad::process_in_grid`]); a multiple of
+/// the segment.
+const GRID: usize = 8 * SEG;
+
+/// `log2(10)/40`: `A = 10^(gain_db/40) = 2^(gain_db·log2(10)/40)`.
+const LOG2_AMPLITUDE_PER_DB: f64 = std::f64::consts::LOG2_10 / 40.0;
+
+/// `10·log10(2)`: dB of power per octave.
+const DB_PER_LOG2_POWER: f64 = 10.0 * std::f64::consts::LOG10_2;
 
 /// Clamped [`DynEqSettings`].
 fn clamp_settings(s: &DynEqSettings, sample_rate: f32) -> DynEqSettings {
@@ -62,6 +93,12 @@ fn rms_ms(freq_hz: f32) -> f32 {
     (2000.0 / freq_hz).clamp(1.0, 20.0)
 }
 
+/// Per-segment pole of a one-pole smoother with time constant `time_ms`: `a^N` for the
+/// per-sample pole `a` of [`one_pole_coeff`].
+fn segment_pole(time_ms: f32, sample_rate: f32) -> f64 {
+    one_pole_coeff(time_ms, sample_rate / SEGMENT as f32) as f64
+}
+
 /// One dynamic EQ band on a stereo signal.
 #[derive(Debug, Clone)]
 pub struct DynamicEq {
@@ -73,36 +110,41 @@ pub struct DynamicEq {
     log2_freq: Smoother,
     /// Q in `log2 Q`, ramped at the segment rate.
     log2_q: Smoother,
-    /// Threshold in dB, −60..0, ramped per sample.
+    /// Threshold in dB, −60..0, ramped at the segment rate.
     threshold_db: Smoother,
-    /// Cut per dB over the threshold, `1 − 1/ratio` (0..0.95), ramped per sample.
+    /// Cut per dB over the threshold, `1 − 1/ratio` (0..0.95), ramped at the segment rate.
     slope: Smoother,
-    /// Largest cut in dB, 0..24, ramped per sample.
+    /// Largest cut in dB, 0..24, ramped at the segment rate.
     range_db: Smoother,
-    /// Band on (1) / off (0) fade, multiplies the cut.
+    /// Band on (1) / off (0) fade, multiplies the cut; ramped at the segment rate.
     enable: Smoother,
-    /// Attack pole of the cut envelope.
-    attack_coeff: f64,
-    /// Release pole of the cut envelope.
-    release_coeff: f64,
-    /// Pole of the mean-square detector.
-    rms_coeff: f64,
-    /// Detector band-pass coefficients.
-    detector: CoefficientRamp,
-    /// Detector state, left and right.
-    detector_state: [Biquad; 2],
-    /// Bell coefficients.
-    bell: CoefficientRamp,
-    /// Bell state, left and right.
-    bell_state: [Biquad; 2],
+    /// Attack pole of the cut envelope, per segment.
+    attack_pole: f64,
+    /// Release pole of the cut envelope, per segment.
+    release_pole: f64,
+    /// Weights `(1 − c)·c^(N−1−k)/2` of the segment's band powers in the mean square (`c`: the
+    /// per-sample pole of the RMS detector; the ½ makes the power the mean of the channels).
+    rms_weights: [f64; SEG],
+    /// `c^N`: decay of the mean square over one segment.
+    rms_decay: f64,
+    /// Corner values of the current frequency and Q, shared by the detector and the bell.
+    warp: Warp,
+    /// Detector band-pass (coefficients and left/right state).
+    detector: Section,
+    /// Bell (coefficients and left/right state).
+    bell: Section,
     /// Bell gain in dB the bell coefficients were last designed for (−cut·fade).
     bell_gain_db: f64,
-    /// Mean square of the band signal (linear power).
+    /// `b_L² + b_R²` of each sample from the start of the current segment.
+    power: [f64; SEG + GRID],
+    /// Mean square of the band signal (linear power), at the last segment end.
     mean_square: f64,
     /// Smoothed cut in dB (positive), before the enable fade.
     cut_db: f64,
-    /// Samples left in the current segment.
-    countdown: u32,
+    /// Position in the current segment, 0..16.
+    seg_pos: usize,
+    /// Position in the current [`GRID`] cell (block processing; segments run on their own).
+    grid_pos: usize,
     /// False while the band is off and settled (skipped).
     active: bool,
     /// Current gain reduction in dB (positive).
@@ -121,21 +163,23 @@ impl DynamicEq {
             settings: d,
             log2_freq: Smoother::new(d.freq_hz.log2(), RAMP_MS, seg_rate),
             log2_q: Smoother::new(d.q.log2(), RAMP_MS, seg_rate),
-            threshold_db: Smoother::new(d.threshold_db, RAMP_MS, sample_rate),
-            slope: Smoother::new(1.0 - 1.0 / d.ratio, RAMP_MS, sample_rate),
-            range_db: Smoother::new(d.range_db, RAMP_MS, sample_rate),
-            enable: Smoother::new(0.0, RAMP_MS, sample_rate),
-            attack_coeff: 0.0,
-            release_coeff: 0.0,
-            rms_coeff: 0.0,
-            detector: CoefficientRamp::new(Coefficients::IDENTITY),
-            detector_state: [Biquad::new(); 2],
-            bell: CoefficientRamp::new(Coefficients::IDENTITY),
-            bell_state: [Biquad::new(); 2],
+            threshold_db: Smoother::new(d.threshold_db, RAMP_MS, seg_rate),
+            slope: Smoother::new(1.0 - 1.0 / d.ratio, RAMP_MS, seg_rate),
+            range_db: Smoother::new(d.range_db, RAMP_MS, seg_rate),
+            enable: Smoother::new(0.0, RAMP_MS, seg_rate),
+            attack_pole: 0.0,
+            release_pole: 0.0,
+            rms_weights: [0.0; SEG],
+            rms_decay: 0.0,
+            warp: Warp::new(sample_rate as f64, d.freq_hz as f64, d.q as f64),
+            detector: Section::new(LaneCoefficients::IDENTITY),
+            bell: Section::new(LaneCoefficients::IDENTITY),
             bell_gain_db: 0.0,
+            power: [0.0; SEG + GRID],
             mean_square: 0.0,
             cut_db: 0.0,
-            countdown: 0,
+            seg_pos: 0,
+            grid_pos: 0,
             active: false,
             gr_db: 0.0,
             gr_max_db: 0.0,
@@ -163,8 +207,8 @@ impl DynamicEq {
         self.slope.set_target(1.0 - 1.0 / s.ratio);
         self.range_db.set_target(s.range_db);
         self.enable.set_target(if s.enabled { 1.0 } else { 0.0 });
-        self.attack_coeff = one_pole_coeff(s.attack_ms, self.sample_rate) as f64;
-        self.release_coeff = one_pole_coeff(s.release_ms, self.sample_rate) as f64;
+        self.attack_pole = segment_pole(s.attack_ms, self.sample_rate);
+        self.release_pole = segment_pole(s.release_ms, self.sample_rate);
         if !self.active {
             self.snap_smoothers();
         }
@@ -193,42 +237,45 @@ impl DynamicEq {
         self.gr_max_db = 0.0;
     }
 
-    /// Clears the signal state and designs the filters for the current smoothed values.
+    /// Clears the signal state, designs the filters for the current smoothed values and starts
+    /// a new segment.
     fn restart(&mut self) {
-        self.detector_state = [Biquad::new(); 2];
-        self.bell_state = [Biquad::new(); 2];
         self.mean_square = 0.0;
         self.cut_db = 0.0;
         self.bell_gain_db = 0.0;
-        self.countdown = 0;
-        self.detector.jump(self.design_detector());
-        self.bell.jump(self.design_bell());
-        self.rms_coeff = self.rms_pole();
+        self.seg_pos = 0;
+        self.grid_pos = 0;
+        self.update_warp();
+        self.detector = Section::new(self.design_detector());
+        self.bell = Section::new(self.design_bell());
     }
 
-    fn freq_hz(&self) -> f32 {
-        self.log2_freq.value().exp2()
-    }
-
-    fn design_detector(&self) -> Coefficients {
-        Coefficients::bandpass(
+    /// Recomputes the corner values and the RMS detector weights for the current frequency and
+    /// Q.
+    fn update_warp(&mut self) {
+        let f = self.log2_freq.value().exp2();
+        self.warp = Warp::new(
             self.sample_rate as f64,
-            self.freq_hz() as f64,
+            f as f64,
             self.log2_q.value().exp2() as f64,
-        )
+        );
+        let c = one_pole_coeff(rms_ms(f), self.sample_rate) as f64;
+        let mut g = 0.5 * (1.0 - c);
+        for w in self.rms_weights.iter_mut().rev() {
+            *w = g;
+            g *= c;
+        }
+        self.rms_decay = c.powi(SEG as i32);
     }
 
-    fn design_bell(&self) -> Coefficients {
-        Coefficients::peaking(
-            self.sample_rate as f64,
-            self.freq_hz() as f64,
-            self.log2_q.value().exp2() as f64,
-            self.bell_gain_db,
-        )
+    fn design_detector(&self) -> LaneCoefficients {
+        LaneCoefficients::splat(&Coefficients::bandpass_warped(&self.warp))
     }
 
-    fn rms_pole(&self) -> f64 {
-        one_pole_coeff(rms_ms(self.freq_hz()), self.sample_rate) as f64
+    fn design_bell(&self) -> LaneCoefficients {
+        // 0 dB gives exactly A = 1 (an exact identity).
+        let a = fast_exp2((self.bell_gain_db.clamp(-48.0, 48.0) * LOG2_AMPLITUDE_PER_DB) as f32);
+        self.warp.peaking_lanes(a as f64)
     }
 
     /// Processing delay in samples (none).
@@ -249,28 +296,163 @@ impl DynamicEq {
         m
     }
 
-    /// Starts a segment: moves frequency/Q one segment and ramps the detector and the bell to
-    /// the new designs (the bell to the current cut).
-    fn begin_segment(&mut self) {
+    /// Starts a segment: moves frequency/Q one segment (ramping the detector to the new
+    /// design) and returns the bell design for the current cut when it changed.
+    fn begin_segment(&mut self) -> Option<LaneCoefficients> {
         let moved = self.log2_freq.is_smoothing() || self.log2_q.is_smoothing();
         if moved {
             self.log2_freq.tick();
             self.log2_q.tick();
+            self.update_warp();
             self.detector.ramp_to(self.design_detector(), SEGMENT);
-            self.rms_coeff = self.rms_pole();
         }
         let gain_db = -self.cut_db * self.enable.value() as f64;
         if moved || gain_db != self.bell_gain_db {
             self.bell_gain_db = gain_db;
-            self.bell.ramp_to(self.design_bell(), SEGMENT);
+            Some(self.design_bell())
+        } else {
+            None
         }
-        self.countdown = SEGMENT;
+    }
+
+    /// End of a segment whose band powers are `power[start..start + 16]`: mean square, level,
+    /// gain computer, envelope, meters.
+    fn end_segment(&mut self, start: usize) {
+        let start = start.min(GRID);
+        let mut power = [0.0f64; SEG];
+        power.copy_from_slice(&self.power[start..start + SEG]);
+        // Four interleaved partial sums (a fixed order, so the result is deterministic).
+        let mut acc = [0.0f64; 4];
+        for k in (0..SEG).step_by(4) {
+            for (j, a) in acc.iter_mut().enumerate() {
+                *a += self.rms_weights[k + j] * power[k + j];
+            }
+        }
+        let dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        self.mean_square = self.rms_decay * self.mean_square + dot;
+        let level_db =
+            DB_PER_LOG2_POWER * fast_log2((2.0 * self.mean_square + 1.0e-30) as f32) as f64;
+
+        let threshold = self.threshold_db.tick() as f64;
+        let slope = self.slope.tick() as f64;
+        let range = self.range_db.tick() as f64;
+        let fade = self.enable.tick();
+        let target = ((level_db - threshold) * slope).clamp(0.0, range);
+        let pole = if target > self.cut_db {
+            self.attack_pole
+        } else {
+            self.release_pole
+        };
+        self.cut_db = target + pole * (self.cut_db - target);
+        if self.cut_db < MIN_CUT_DB {
+            self.cut_db = 0.0;
+        }
+        self.gr_db = (self.cut_db * fade as f64) as f32;
+        self.gr_max_db = self.gr_max_db.max(self.gr_db);
+    }
+
+    /// After a segment of a band that is switched off: retires it once the fade is over and
+    /// the bell has rung out.
+    fn retire_if_idle(&mut self) {
+        if self.enable.target() == 0.0
+            && !self.enable.is_smoothing()
+            && !self.bell.is_ramping()
+            && self.bell.state().max_abs() < IDLE_STATE
+        {
+            self.active = false;
+            self.gr_db = 0.0;
+            self.restart();
+        }
+    }
+
+    /// Per segment: begin (bell design), detector and bell sample by sample, end (envelope),
+    /// idle check. Used while the detector moves or the band is switched off.
+    fn process_interleaved(&mut self, buf: &mut [Lanes]) {
+        let mut i = 0;
+        while i < buf.len() && self.active {
+            if self.seg_pos == 0
+                && let Some(c) = self.begin_segment()
+            {
+                self.bell.ramp_to(c, SEGMENT);
+            }
+            let pos = self.seg_pos.min(SEG);
+            let n = (buf.len() - i).min(SEG - pos);
+            let part = &mut buf[i..i + n];
+            let power = &mut self.power[pos..pos + n];
+            let (det, bell) = (&mut self.detector, &mut self.bell);
+            match (det.is_ramping(), bell.is_ramping()) {
+                (false, false) => detect_and_cut::<false, false>(det, bell, part, power),
+                (false, true) => detect_and_cut::<false, true>(det, bell, part, power),
+                (true, false) => detect_and_cut::<true, false>(det, bell, part, power),
+                (true, true) => detect_and_cut::<true, true>(det, bell, part, power),
+            }
+            self.seg_pos += n;
+            if self.seg_pos >= SEG {
+                self.seg_pos = 0;
+                self.end_segment(0);
+                self.retire_if_idle();
+            }
+            i += n;
+        }
+    }
+
+    /// The same computation, software-pipelined over the segments of the frames: the detector
+    /// runs one segment ahead of the bell, in the same loop (two independent recursions the
+    /// processor overlaps), and a segment's envelope and the next bell design are computed as
+    /// soon as its band powers are known, while the loop works on the segment before it. Used
+    /// while the detector is settled and the band is on.
+    fn process_pipelined(&mut self, buf: &mut [Lanes]) {
+        let pos0 = self.seg_pos.min(SEG - 1);
+        let n = buf.len().min(GRID);
+        let buf = &mut buf[..n];
+        // Part q: the frames of the q-th segment touched, `buf[a..b]`.
+        let bounds = |q: usize| {
+            (
+                (SEG * q).saturating_sub(pos0),
+                (SEG * (q + 1) - pos0).min(n),
+            )
+        };
+        let parts = (pos0 + n).div_ceil(SEG);
+        let (a0, b0) = bounds(0);
+        detect(
+            &mut self.detector,
+            &buf[a0..b0],
+            &mut self.power[pos0..pos0 + b0],
+        );
+        if pos0 == 0
+            && let Some(c) = self.begin_segment()
+        {
+            self.bell.ramp_to(c, SEGMENT);
+        }
+        for q in 0..parts {
+            let (a, b) = bounds(q);
+            if pos0 + b == SEG * (q + 1) {
+                self.end_segment(SEG * q);
+            }
+            let more = q + 1 < parts;
+            let next = if more { self.begin_segment() } else { None };
+            let (head, tail) = buf.split_at_mut(b);
+            let (_, b_next) = if more { bounds(q + 1) } else { (b, b) };
+            let ahead = &tail[..b_next - b];
+            let power = &mut self.power[pos0 + b..pos0 + b_next];
+            let (bell, det) = (&mut self.bell, &mut self.detector);
+            if bell.is_ramping() {
+                cut_and_detect::<true>(bell, &mut head[a..], det, ahead, power);
+            } else {
+                cut_and_detect::<false>(bell, &mut head[a..], det, ahead, power);
+            }
+            if let Some(c) = next {
+                self.bell.ramp_to(c, SEGMENT);
+            }
+        }
+        // Keep the powers of an unfinished segment at the start of the buffer.
+        let done = pos0 + n - (pos0 + n) % SEG;
+        self.power.copy_within(done..pos0 + n, 0);
+        self.seg_pos = (pos0 + n) % SEG;
     }
 
     /// Processes a stereo block in place (the shorter length of the two).
     pub fn process(&mut self, left: &mut [f32], right: &mut [f32]) {
-        let n = left.len().min(right.len());
-        let (left, right) = (&mut left[..n], &mut right[..n]);
         if !self.active {
             if self.enable.target() == 0.0 {
                 return;
@@ -279,62 +461,102 @@ impl DynamicEq {
             self.restart();
             self.active = true;
         }
-        let (attack, release) = (self.attack_coeff, self.release_coeff);
-        for (l, r) in left.iter_mut().zip(right.iter_mut()) {
-            if self.countdown == 0 {
-                self.begin_segment();
-            }
-            self.countdown -= 1;
-            let (xl, xr) = (sanitize(*l) as f64, sanitize(*r) as f64);
+        process_in_grid::<GRID, _>(self, left, right);
+    }
+}
 
-            // Detector: stereo-linked band power → mean square → level in dB.
-            let cd = self.detector.tick();
-            let bl = self.detector_state[0].process(&cd, xl);
-            let br = self.detector_state[1].process(&cd, xr);
-            let power = 0.5 * (bl * bl + br * br);
-            self.mean_square = power + self.rms_coeff * (self.mean_square - power);
-            let level_db = 10.0 * (2.0 * self.mean_square + 1.0e-30).log10();
+/// Detector and bell over frames within one segment; `D`/`B`: the detector/bell coefficients
+/// are ramping. Writes each frame's band power `b_L² + b_R²`.
+#[inline(always)]
+fn detect_and_cut<const D: bool, const B: bool>(
+    detector: &mut Section,
+    bell: &mut Section,
+    buf: &mut [Lanes],
+    power: &mut [f64],
+) {
+    let n = buf.len().min(power.len());
+    let (mut det, mut cut) = (detector.begin_run(), bell.begin_run());
+    for (x, p) in buf[..n].iter_mut().zip(power.iter_mut()) {
+        let b = det.process::<D>(*x);
+        *p = b[0] * b[0] + b[1] * b[1];
+        *x = cut.process::<B>(*x);
+    }
+    detector.end_run(&det, n);
+    bell.end_run(&cut, n);
+}
 
-            // Gain computer and branching envelope (dB).
-            let threshold = self.threshold_db.tick() as f64;
-            let slope = self.slope.tick() as f64;
-            let range = self.range_db.tick() as f64;
-            let fade = self.enable.tick();
-            let target = ((level_db - threshold) * slope).clamp(0.0, range);
-            let pole = if target > self.cut_db {
-                attack
-            } else {
-                release
-            };
-            self.cut_db = target + pole * (self.cut_db - target);
-            if self.cut_db < MIN_CUT_DB {
-                self.cut_db = 0.0;
-            }
-            self.gr_db = (self.cut_db * fade as f64) as f32;
-            self.gr_max_db = self.gr_max_db.max(self.gr_db);
+/// The settled detector over `buf`, writing each frame's band power `b_L² + b_R²`.
+#[inline(always)]
+fn detect(detector: &mut Section, buf: &[Lanes], power: &mut [f64]) {
+    let mut det = detector.begin_run();
+    for (x, p) in buf.iter().zip(power.iter_mut()) {
+        let b = det.process::<false>(*x);
+        *p = b[0] * b[0] + b[1] * b[1];
+    }
+    detector.end_run(&det, buf.len().min(power.len()));
+}
 
-            let cb = self.bell.tick();
-            *l = self.bell_state[0].process(&cb, xl) as f32;
-            *r = self.bell_state[1].process(&cb, xr) as f32;
+/// The bell over frames of one segment (`B`: its coefficients are ramping) and, in the same
+/// loop, the settled detector over the frames `ahead` of the next segment (see [`detect`]).
+#[inline(always)]
+fn cut_and_detect<const B: bool>(
+    bell: &mut Section,
+    buf: &mut [Lanes],
+    detector: &mut Section,
+    ahead: &[Lanes],
+    power: &mut [f64],
+) {
+    let both = buf.len().min(ahead.len()).min(power.len());
+    let (mut cut, mut det) = (bell.begin_run(), detector.begin_run());
+    for ((x, a), p) in buf[..both]
+        .iter_mut()
+        .zip(&ahead[..both])
+        .zip(&mut power[..both])
+    {
+        *x = cut.process::<B>(*x);
+        let b = det.process::<false>(*a);
+        *p = b[0] * b[0] + b[1] * b[1];
+    }
+    for x in buf[both..].iter_mut() {
+        *x = cut.process::<B>(*x);
+    }
+    bell.end_run(&cut, buf.len());
+    detector.end_run(&det, both);
+    detect(detector, &ahead[both..], &mut power[both..]);
+}
+
+impl GridProcessor for DynamicEq {
+    fn is_active(&self) -> bool {
+        self.active
+    }
+
+    fn grid_pos(&mut self) -> &mut usize {
+        &mut self.grid_pos
+    }
+
+    fn process_frames(&mut self, buf: &mut [Lanes]) {
+        let settled = !self.log2_freq.is_smoothing()
+            && !self.log2_q.is_smoothing()
+            && !self.detector.is_ramping();
+        #[cfg(test)]
+        let settled = settled && !tests::INTERLEAVED_ONLY.with(|f| f.get());
+        if settled && self.enable.target() != 0.0 {
+            self.process_pipelined(buf);
+        } else {
+            self.process_interleaved(buf);
         }
-        let healed = self
-            .detector_state
-            .iter_mut()
-            .chain(self.bell_state.iter_mut())
-            .fold(false, |h, s| s.heal() | h);
-        if healed || !self.mean_square.is_finite() || !self.cut_db.is_finite() {
-            self.restart();
+    }
+
+    /// Flushes tiny filter states; restarts after a non-finite state or envelope.
+    fn end_cell(&mut self) {
+        for s in [&mut self.detector, &mut self.bell] {
+            s.state_mut().flush();
         }
-        if self.enable.target() == 0.0
-            && !self.enable.is_smoothing()
-            && !self.bell.is_ramping()
-            && self
-                .bell_state
-                .iter()
-                .all(|s| s.max_abs_state() < IDLE_STATE)
+        if !self.detector.state().is_finite()
+            || !self.bell.state().is_finite()
+            || !self.mean_square.is_finite()
+            || !self.cut_db.is_finite()
         {
-            self.active = false;
-            self.gr_db = 0.0;
             self.restart();
         }
     }
@@ -344,6 +566,13 @@ impl DynamicEq {
 mod tests {
     use super::*;
     use crate::biquad::test_support::*;
+
+    thread_local! {
+        /// Forces the interleaved processing path (to compare it with the pipelined one).
+        pub(super) static INTERLEAVED_ONLY: std::cell::Cell<bool> = const {
+            std::cell::Cell::new(false)
+        };
+    }
 
     impl TestProcessor for DynamicEq {
         type Settings = DynEqSettings;
@@ -549,6 +778,38 @@ mod tests {
             let peak = l.iter().chain(&r).fold(0.0f32, |m, v| m.max(v.abs()));
             assert!(peak.is_finite() && peak < 2.0, "fs {fs}: peak {peak}");
         }
+    }
+
+    /// Random automation every 640 samples (band switched on and off, the detector moving)
+    /// gives bit-identical output at every block size, and the pipelined and interleaved
+    /// processing give the same output.
+    #[test]
+    fn output_is_bit_identical_for_any_block_size_and_path() {
+        let blocks = [640, 1, 5, 16, 64, 128, 320];
+        let mut rng = Rng(0xD1E9);
+        let fs = 48_000.0;
+        let x = rng.noise(0.5, 12_800);
+        let y: Vec<f32> = x.iter().map(|v| 0.7 * v).collect();
+        let list: Vec<DynEqSettings> = (0..20)
+            .map(|_| DynEqSettings {
+                enabled: rng.next_f64() < 0.8,
+                freq_hz: rng.log_range(200.0, 12_000.0) as f32,
+                q: rng.log_range(0.5, 4.0) as f32,
+                threshold_db: rng.range(-40.0, -10.0) as f32,
+                ratio: rng.range(1.5, 10.0) as f32,
+                range_db: rng.range(3.0, 24.0) as f32,
+                attack_ms: rng.log_range(0.1, 20.0) as f32,
+                release_ms: rng.log_range(10.0, 300.0) as f32,
+            })
+            .collect();
+        assert_block_size_independent::<DynamicEq>(fs, (&x, &y), &blocks, &list[0], |n| {
+            list[n / 640]
+        });
+        let pipelined = render::<DynamicEq>(fs, (&x, &y), 128, &list[0], |n| list[n / 640]);
+        INTERLEAVED_ONLY.with(|f| f.set(true));
+        let interleaved = render::<DynamicEq>(fs, (&x, &y), 128, &list[0], |n| list[n / 640]);
+        INTERLEAVED_ONLY.with(|f| f.set(false));
+        assert!(pipelined == interleaved);
     }
 
     /// NaN and ±Inf: finite output, identical to feeding silence instead.
