@@ -13,6 +13,7 @@ use atomic_float::AtomicF32;
 use crate::MAX_STEMS;
 use crate::delay::DelayLine;
 use crate::master::MasterChain;
+use crate::meter_bank::StemMeterBank;
 use crate::meters::{MeterSet, PublishedMeters};
 use crate::settings::{EngineSettings, MainInputRole, MonitorSource};
 use crate::smoother::Smoother;
@@ -150,8 +151,8 @@ pub struct Engine {
     main_stem_delay: DelayLine,
     /// Delays the main input further by the master-chain latency (aligned with the output).
     main_delay: DelayLine,
-    /// Per-stem meters.
-    stem_meters: Vec<MeterSet>,
+    /// Per-stem meters (all stems at once).
+    stem_meters: StemMeterBank,
     /// Master (processed) meters.
     master_meter: MeterSet,
     /// Unprocessed-sum meters.
@@ -199,7 +200,7 @@ impl Engine {
             key_delay: DelayLine::new(stem_latency),
             main_stem_delay: DelayLine::new(stem_latency),
             main_delay: DelayLine::new(latency - stem_latency),
-            stem_meters: (0..num_stems).map(|_| MeterSet::new(sample_rate)).collect(),
+            stem_meters: StemMeterBank::new(sample_rate, num_stems),
             master_meter: MeterSet::new(sample_rate),
             raw_meter: MeterSet::new(sample_rate),
             main_meter: MeterSet::new(sample_rate),
@@ -308,11 +309,12 @@ impl Engine {
     }
 
     fn reset_meters(&mut self) {
-        for m in self.stem_meters.iter_mut().chain([
+        self.stem_meters.reset();
+        for m in [
             &mut self.master_meter,
             &mut self.raw_meter,
             &mut self.main_meter,
-        ]) {
+        ] {
             m.reset();
         }
     }
@@ -399,13 +401,15 @@ impl Engine {
                 (&key_l[..len], &key_r[..len]),
             );
             self.stem_audible[i].apply_gain(&mut sl[..len], &mut sr[..len]);
-            self.stem_meters[i].process(&sl[..len], &sr[..len]);
             let [ml, mr] = &mut sc.master;
             for n in 0..len {
                 ml[n] += sl[n];
                 mr[n] += sr[n];
             }
         }
+        let metered: [[&[f32]; 2]; MAX_STEMS] =
+            std::array::from_fn(|i| [&sc.stems[i][0][..len], &sc.stems[i][1][..len]]);
+        self.stem_meters.process(&metered[..self.num_stems]);
         {
             let [nl, nr] = &mut sc.main;
             self.main_stem_delay.process(&mut nl[..len], &mut nr[..len]);
@@ -517,9 +521,7 @@ impl Engine {
             f32::NAN
         };
         let p = &self.published;
-        for (m, out) in self.stem_meters.iter_mut().zip(&p.stems) {
-            m.publish(out);
-        }
+        self.stem_meters.publish(&p.stems);
         self.master_meter.publish(&p.master);
         self.raw_meter.publish(&p.unprocessed);
         self.main_meter.publish(&p.main_input);

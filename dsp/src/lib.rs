@@ -16,6 +16,7 @@ pub mod eq;
 pub mod limiter;
 pub mod loudness;
 pub mod master;
+pub mod meter_bank;
 pub mod meters;
 pub mod oversampling;
 pub mod reference;
