@@ -63,7 +63,7 @@
 
 use crate::settings::{CompCharacter, CompKey, CompressorSettings};
 use crate::smoother::Smoother;
-use crate::util::{db_to_gain, one_pole_coeff, sanitize};
+use crate::util::{avx2_fma_available, db_to_gain, one_pole_coeff, sanitize};
 
 /// Ramp length for threshold, ratio, knee, makeup and mix changes, in milliseconds.
 pub const CONTROL_RAMP_MS: f32 = 20.0;
@@ -336,18 +336,6 @@ fn branch<const FMA: bool>(x: f32, y: f32, attack: f32, release: f32) -> f32 {
 #[inline(always)]
 fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     if FMA { a.mul_add(b, c) } else { a * b + c }
-}
-
-/// True when the CPU runs AVX2 and FMA code (x86-64 only; cached in the compressor).
-fn avx2_fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// `max(a, b)` for non-NaN inputs, as one instruction (`f32::max` adds NaN handling).

@@ -49,7 +49,9 @@
 
 use crate::settings::LimiterSettings;
 use crate::smoother::{DEFAULT_RAMP_MS, Smoother};
-use crate::util::{db_to_gain, flush, gain_to_db, one_pole_coeff, sanitize};
+use crate::util::{
+    avx2_fma_available, db_to_gain, flush, gain_to_db, kaiser, one_pole_coeff, sanitize,
+};
 
 /// Lookahead (hold window) of the limiter in milliseconds (fixed, so the reported latency
 /// never changes). The total latency adds the detector's delay.
@@ -238,7 +240,7 @@ impl Limiter {
             coeffs: DetectorCoeffs::design(),
             channels: [channel(), channel()],
             x_history,
-            use_avx2: avx2_available(),
+            use_avx2: avx2_fma_available(),
             peaks: Box::new([0.0; CHUNK + BLOCK]),
             required: vec![1.0; hold_len - 1 + CHUNK].into_boxed_slice(),
             min_levels: [
@@ -435,7 +437,7 @@ impl Limiter {
         #[cfg(target_arch = "x86_64")]
         if self.use_avx2 {
             // SAFETY: `use_avx2` is only set when the CPU reports AVX2 and FMA
-            // (`avx2_available`), which is all `detect_avx2_fma` requires.
+            // (`avx2_fma_available`), which is all `detect_avx2_fma` requires.
             unsafe { detect_avx2_fma(self, n) };
             return;
         }
@@ -559,18 +561,6 @@ fn quantize(gain: f32) -> i64 {
     let gain = if gain >= 0.0 { gain.min(1.0) } else { 0.0 };
     let v = gain as f64 * GAIN_SCALE - 0.5;
     ((v + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
-}
-
-/// True when the CPU runs the AVX2 + FMA build of the detector.
-fn avx2_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// [`detect_impl`] compiled for AVX2 and FMA.
@@ -783,11 +773,7 @@ fn windowed_sinc(half: usize, beta: f64, frac: f64, cut: f64) -> Vec<f64> {
         .map(|j| {
             let t = frac - (j as f64 - (h - 1.0));
             let u = t / h;
-            let window = if u.abs() >= 1.0 {
-                0.0
-            } else {
-                bessel_i0(beta * (1.0 - u * u).sqrt()) / bessel_i0(beta)
-            };
+            let window = if u.abs() >= 1.0 { 0.0 } else { kaiser(u, beta) };
             let a = std::f64::consts::PI * cut * t;
             let sinc = if a.abs() < 1e-12 { 1.0 } else { a.sin() / a };
             cut * sinc * window
@@ -798,21 +784,6 @@ fn windowed_sinc(half: usize, beta: f64, frac: f64, cut: f64) -> Vec<f64> {
         *c /= sum;
     }
     taps
-}
-
-/// Modified Bessel function of the first kind, order 0: `Σ_k ((x/2)^k / k!)²`.
-fn bessel_i0(x: f64) -> f64 {
-    let mut sum = 1.0;
-    let mut term = 1.0;
-    let q = x * x / 4.0;
-    for k in 1..100 {
-        term *= q / (k * k) as f64;
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
-        }
-    }
-    sum
 }
 
 #[cfg(test)]
@@ -877,7 +848,7 @@ mod tests {
     /// The detector's peak per interval `[m, m+1)` of `x` (left channel; right silent).
     fn detector_peaks(x: &[f32], avx2: bool) -> Vec<f32> {
         let mut lim = Limiter::new(48_000.0);
-        lim.use_avx2 = avx2 && avx2_available();
+        lim.use_avx2 = avx2 && avx2_fma_available();
         let mut l = x.to_vec();
         l.extend(std::iter::repeat_n(0.0, DETECTOR_LATENCY));
         let mut r = vec![0.0; l.len()];

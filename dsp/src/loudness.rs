@@ -54,6 +54,8 @@
 //! Per 100 ms: a few logarithms and a walk over ≈ 100 histogram entries (bins are summed in
 //! groups of 50 as well).
 
+use crate::util::avx2_fma_available;
+
 /// Loudness offset of BS.1770-4 eq. 2, in dB.
 pub const LOUDNESS_OFFSET_DB: f64 = -0.691;
 
@@ -385,23 +387,11 @@ impl<const N: usize> KLanes<N> {
     }
 }
 
-/// True when the CPU runs the AVX2 + FMA builds of the meters' inner loops.
-pub(crate) fn avx2_fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 impl KLanes<2> {
     /// K-weights a stereo segment (the shorter slice sets its length).
     ///
     /// # Safety
-    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`]).
+    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`](crate::util::avx2_fma_available)).
     #[inline(always)]
     pub(crate) unsafe fn process_stereo<const FMA: bool>(
         &mut self,
@@ -478,7 +468,7 @@ impl KLanes8 {
     /// Filters the frames `x` (eight lanes each) and adds the squares to the tick sums.
     ///
     /// # Safety
-    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`]).
+    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`](crate::util::avx2_fma_available)).
     #[inline(always)]
     pub(crate) unsafe fn process<const FMA: bool>(&mut self, k: &KWeighting, x: &[[f32; 8]]) {
         #[cfg(target_arch = "x86_64")]
@@ -526,7 +516,7 @@ impl KLanes8 {
     /// (at most a 5 ms tick) at a time.
     ///
     /// # Safety
-    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`]).
+    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`](crate::util::avx2_fma_available)).
     #[inline(always)]
     pub(crate) unsafe fn process_with_sums<const FMA: bool>(
         &mut self,
@@ -554,7 +544,7 @@ impl KLanes8 {
     /// loop (each recursion is bound by its latency; two side by side fill the pipelines).
     ///
     /// # Safety
-    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`]).
+    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`](crate::util::avx2_fma_available)).
     #[inline(always)]
     pub(crate) unsafe fn process_pair_with_sums<const FMA: bool>(
         pair: [&mut Self; 2],

@@ -41,12 +41,12 @@
 //! the transposition and the 5 ms / 100 ms bookkeeping of each stem.
 
 use crate::MAX_STEMS;
-use crate::loudness::{KLanes8, KWeighting, LoudnessMeter, avx2_fma_available};
+use crate::loudness::{KLanes8, KWeighting, LoudnessMeter};
 use crate::meters::{
     HIST, MeterReading, MeterState, PIECE, PublishedMeters, SUB, SUBS, TruePeakFir, true_peak_of,
     update_history,
 };
-use crate::util::{MAX_INPUT, sanitize};
+use crate::util::{MAX_INPUT, avx2_fma_available, sanitize};
 
 /// Stems per vector (eight `f32` lanes: left and right of four stems).
 const STEMS_PER_GROUP: usize = 4;

@@ -63,11 +63,10 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use atomic_float::{AtomicF32, AtomicF64};
 
 use crate::loudness::{
-    KLanes, KWeighting, LoudnessMeter, TICKS_PER_SECOND, TickRing, avx2_fma_available,
-    energy_to_lufs,
+    KLanes, KWeighting, LoudnessMeter, TICKS_PER_SECOND, TickRing, energy_to_lufs,
 };
 use crate::true_peak::Interpolator;
-use crate::util::{MAX_INPUT, gain_to_db, sanitize};
+use crate::util::{MAX_INPUT, avx2_fma_available, gain_to_db, sanitize};
 
 /// RMS window length in milliseconds (sliding, rectangular).
 pub const RMS_WINDOW_MS: f32 = 300.0;

@@ -57,7 +57,7 @@
 //! run on tiles of [`MAX_BLOCK`] base samples in "outer product" form (see `fir_acc`) over
 //! fixed-size arrays, which the compiler vectorises (SSE2 on baseline x86-64, NEON on
 //! aarch64); the caller may run [`Oversampler4x::process_tile`] inside a function compiled for
-//! AVX2 and FMA (see [`avx2_fma_available`]), as the saturation does: then ≈ 8 ns per stereo
+//! AVX2 and FMA (see [`avx2_fma_available`](crate::util::avx2_fma_available)), as the saturation does: then ≈ 8 ns per stereo
 //! frame for the filters of both channels on the development machine (release build).
 //! Allocation-free after `new`.
 
@@ -220,18 +220,6 @@ const DOWN1: [f32; DOWN1_LEN] = mirrored(&DOWN1_HALF, 1.0);
 const DOWN1_EVEN: [f32; DOWN1_LEN.div_ceil(2)] = branch(&DOWN1, 0);
 /// `d_{2j+1}`, `j < 34`: down 1 on `uₒ`.
 const DOWN1_ODD: [f32; DOWN1_LEN / 2] = branch(&DOWN1, 1);
-
-/// True when the CPU runs AVX2 and FMA code (x86-64 only; cache the answer).
-pub fn avx2_fma_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// `a·b + c`, fused when `FMA` (only inside functions compiled with the FMA target feature:
 /// elsewhere `mul_add` would be a slow library call).
@@ -443,7 +431,7 @@ impl Oversampler4x {
 
     /// One tile (`min(input.len(), output.len(), MAX_BLOCK)` samples) of [`Self::process`],
     /// with `f(phases)`. `FMA = true` fuses the multiply-adds: only call it from a function
-    /// compiled with the `fma` target feature (after [`avx2_fma_available`]).
+    /// compiled with the `fma` target feature (after [`avx2_fma_available`](crate::util::avx2_fma_available)).
     #[inline(always)]
     pub fn process_tile<const FMA: bool>(
         &mut self,

@@ -29,6 +29,8 @@
 
 use std::sync::OnceLock;
 
+use crate::util::{avx2_fma_available, kaiser, sinc};
+
 /// Oversampling factor of the reference meter.
 pub const OVERSAMPLING: usize = 16;
 
@@ -75,39 +77,6 @@ fn kernel() -> &'static Kernel {
         }
         Kernel { phases }
     })
-}
-
-/// `sin(πt)/(πt)`.
-fn sinc(t: f64) -> f64 {
-    if t.abs() < 1e-12 {
-        1.0
-    } else {
-        let x = std::f64::consts::PI * t;
-        x.sin() / x
-    }
-}
-
-/// Kaiser window at normalised position `u` in −1..1: `I0(β√(1−u²)) / I0(β)`.
-fn kaiser(u: f64, beta: f64) -> f64 {
-    if u.abs() >= 1.0 {
-        return 0.0;
-    }
-    bessel_i0(beta * (1.0 - u * u).sqrt()) / bessel_i0(beta)
-}
-
-/// Modified Bessel function of the first kind, order 0: `Σ_k ((x/2)^k / k!)²`.
-fn bessel_i0(x: f64) -> f64 {
-    let mut sum = 1.0;
-    let mut term = 1.0;
-    let q = x * x / 4.0;
-    for k in 1..200 {
-        term *= q / (k * k) as f64;
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
-        }
-    }
-    sum
 }
 
 /// Dot product over `TAPS` samples in 32 independent lanes (vectorises without fast-math and
@@ -160,7 +129,7 @@ fn point<const FMA: bool>(xp: &[f32], kernel: &Kernel, m: isize, p: usize) -> f3
 /// 10⁻⁴ dB. The result is therefore never below the plain 16× maximum.
 pub fn true_peak_16x_at(channel: &[f32]) -> (f32, f64) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+    if avx2_fma_available() {
         // SAFETY: the CPU has just been found to support AVX2 and FMA, all that
         // `peak_avx2_fma` requires.
         return unsafe { peak_avx2_fma(channel) };

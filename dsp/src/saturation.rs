@@ -42,10 +42,10 @@
 //! frame enabled (the previous 4× chain of 253 taps, ≈ 72 ns), ≈ 2.2× that in the portable
 //! build, ≈ 0.7 ns bypassed (`benches/stem_modules.rs`).
 
-use crate::oversampling::{LATENCY, MAX_BLOCK, Oversampler4x, Tile, avx2_fma_available, madd};
+use crate::oversampling::{LATENCY, MAX_BLOCK, Oversampler4x, Tile, madd};
 use crate::settings::SaturationSettings;
 use crate::smoother::Smoother;
-use crate::util::{db_to_gain, sanitize};
+use crate::util::{avx2_fma_available, db_to_gain, sanitize};
 
 /// Ramp length for drive and mix changes, in milliseconds.
 pub const CONTROL_RAMP_MS: f32 = 20.0;

@@ -17,6 +17,8 @@
 //! limiter's detector uses more. Written by hand because it runs on the audio thread for every
 //! stem: a fixed-size, allocation-free ring whose dot products the compiler vectorises.
 
+use crate::util::{kaiser, sinc};
+
 /// Oversampling factor of the true-peak detector.
 pub const OVERSAMPLING: usize = 4;
 
@@ -140,38 +142,6 @@ fn dot<const N: usize>(a: &[f32; N], b: &[f32; N]) -> f32 {
         sum += a[i] * b[i];
     }
     sum + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
-fn sinc(t: f64) -> f64 {
-    if t.abs() < 1e-12 {
-        1.0
-    } else {
-        let x = std::f64::consts::PI * t;
-        x.sin() / x
-    }
-}
-
-/// Kaiser window at normalised position `u` in −1..1.
-fn kaiser(u: f64, beta: f64) -> f64 {
-    if u.abs() >= 1.0 {
-        return 0.0;
-    }
-    bessel_i0(beta * (1.0 - u * u).sqrt()) / bessel_i0(beta)
-}
-
-/// Modified Bessel function of the first kind, order 0 (power series).
-fn bessel_i0(x: f64) -> f64 {
-    let mut sum = 1.0;
-    let mut term = 1.0;
-    let q = x * x / 4.0;
-    for k in 1..50 {
-        term *= q / (k * k) as f64;
-        sum += term;
-        if term < sum * 1e-17 {
-            break;
-        }
-    }
-    sum
 }
 
 /// True-peak meter for one channel: the largest oversampled magnitude seen.

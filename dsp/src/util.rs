@@ -76,6 +76,52 @@ pub fn one_pole_coeff(time_ms: f32, sample_rate: f32) -> f32 {
     }
 }
 
+/// True when the CPU runs AVX2 and FMA code (x86-64 only). Processors call this once at
+/// construction and keep the answer, then pick their `#[target_feature]` build.
+pub fn avx2_fma_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `sin(πt)/(πt)` (filter design, not for the audio thread).
+pub fn sinc(t: f64) -> f64 {
+    if t.abs() < 1e-12 {
+        1.0
+    } else {
+        let x = std::f64::consts::PI * t;
+        x.sin() / x
+    }
+}
+
+/// Kaiser window at normalised position `u` in −1..1: `I0(β√(1−u²)) / I0(β)`.
+pub fn kaiser(u: f64, beta: f64) -> f64 {
+    if u.abs() >= 1.0 {
+        return 0.0;
+    }
+    bessel_i0(beta * (1.0 - u * u).sqrt()) / bessel_i0(beta)
+}
+
+/// Modified Bessel function of the first kind, order 0: `Σ_k ((x/2)^k / k!)²`.
+pub fn bessel_i0(x: f64) -> f64 {
+    let mut sum = 1.0;
+    let mut term = 1.0;
+    let q = x * x / 4.0;
+    for k in 1..200 {
+        term *= q / (k * k) as f64;
+        sum += term;
+        if term < sum * 1e-17 {
+            break;
+        }
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
