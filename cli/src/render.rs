@@ -1,10 +1,12 @@
 //! Offline rendering through the real engine, in memory, and the loudness targeting around it.
 //!
-//! One *pass* runs [`stembus_dsp::engine::Engine`] over the whole song in 10 ms blocks (the
-//! engine chunks internally, so the block size does not change the sound), feeds the engine's
-//! latency worth of silence at the end and drops the same amount at the start, so the master is
-//! sample-aligned with the stems and exactly as long. The limiter's gain reduction is read from
-//! the engine's published meter after every block.
+//! One *pass* runs [`stembus_dsp::engine::Engine`] over the whole song, split as
+//! [`stembus_dsp::offline`] allows with output identical to the bit: the stem stage (every stem
+//! chain, mute/solo, the sum) runs once per master, its two stem groups on two threads, and each
+//! pass runs the master stage over that sum in 10 ms blocks (the engine chunks internally, so
+//! the block size does not change the sound). A pass feeds the engine's latency worth of
+//! silence at the end and drops the same amount at the start, so the master is sample-aligned
+//! with the stems and exactly as long. The limiter's gain reduction is read after every block.
 //!
 //! Loudness targeting changes only the master drive (the gain into the master chain, so into the
 //! glue compressor and the limiter) and searches it: the integrated loudness `L(d)` of the
@@ -18,8 +20,9 @@
 
 use indicatif::ProgressBar;
 use stembus_dsp::MAX_STEMS;
-use stembus_dsp::engine::{Engine, StereoIn};
-use stembus_dsp::settings::{EngineSettings, MainInputRole, MonitorSource};
+use stembus_dsp::engine::StereoIn;
+use stembus_dsp::offline::{MasterRender, StemMix, render_stems};
+use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
 use crate::measure::{Measurement, measure};
@@ -120,25 +123,54 @@ fn sub(x: &[f32], start: usize, end: usize) -> &[f32] {
     &x[start.min(x.len())..end.min(x.len())]
 }
 
-/// Runs the engine once over the whole input.
-pub fn run_pass(input: &RenderInput, settings: &EngineSettings, bar: &ProgressBar) -> PassOutput {
+/// Runs the stem stage of the engine once over the whole input (and the engine's latency
+/// worth of silence after it), both stem groups side by side: what every pass of a master
+/// starts from, since only the master chain changes between passes.
+pub fn render_stem_mix(input: &RenderInput, settings: &EngineSettings) -> StemMix {
+    let num_slots = input.slots.len().clamp(1, MAX_STEMS);
+    let settings = offline_settings(settings);
+    let latency =
+        MasterRender::new(input.sample_rate as f32, num_slots, &settings).latency_samples();
+    let stems: [Option<StereoIn>; MAX_STEMS] = std::array::from_fn(|i| {
+        input
+            .slots
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(Slot::stereo)
+    });
+    let main = input.main.as_ref().map(Slot::stereo);
+    render_stems(
+        input.sample_rate as f32,
+        num_slots,
+        &stems[..num_slots],
+        main,
+        &settings,
+        input.frames + latency,
+        true,
+    )
+}
+
+/// Runs the engine once over the whole input: the master stage over `mix` (from
+/// [`render_stem_mix`] with the same stem settings), which gives to the bit what
+/// [`Engine::process`](stembus_dsp::engine::Engine::process) gives for the whole song.
+pub fn run_pass(
+    input: &RenderInput,
+    mix: &StemMix,
+    settings: &EngineSettings,
+    bar: &ProgressBar,
+) -> PassOutput {
     let sr = input.sample_rate;
     let block = (sr / 100).max(1) as usize;
     let num_slots = input.slots.len().clamp(1, MAX_STEMS);
-    let mut engine = Engine::new(sr as f32, block, num_slots);
     let settings = offline_settings(settings);
-    engine.set_settings(&settings);
-    // Start from the settings themselves, not from a ramp out of the defaults.
-    engine.reset();
-    let latency = engine.latency_samples();
+    let mut master = MasterRender::new(sr as f32, num_slots, &settings);
+    let latency = master.latency_samples();
     let total = input.frames + latency;
     bar.set_length(total as u64);
     bar.set_position(0);
-    let mut left = vec![0.0f32; total];
-    let mut right = vec![0.0f32; total];
-    let meters = engine.meters().clone();
-    meters.limiter_gr.take();
-    let use_main = settings.main_input == MainInputRole::AddToSum;
+    let [mut left, mut right] = mix.sum.clone();
+    left.resize(total, 0.0);
+    right.resize(total, 0.0);
     let series_len = (sr / GR_SERIES_RATE_HZ).max(1) as usize;
     let mut gr_series = Vec::with_capacity(input.frames / series_len + 1);
     let (mut gr_max, mut gr_sum, mut gr_count, mut series_max) = (0.0f32, 0.0f64, 0u64, 0.0f32);
@@ -146,27 +178,16 @@ pub fn run_pass(input: &RenderInput, settings: &EngineSettings, bar: &ProgressBa
     let mut start = 0;
     while start < total {
         let end = (start + block).min(total);
-        let stems: [Option<StereoIn>; MAX_STEMS] = std::array::from_fn(|i| {
-            input.slots.get(i).and_then(Option::as_ref).map(|s| {
-                let [l, r] = s.stereo();
-                [sub(l, start, end), sub(r, start, end)]
-            })
-        });
-        let main = input.main.as_ref().filter(|_| use_main).map(|m| {
-            let [l, r] = m.stereo();
-            [sub(l, start, end), sub(r, start, end)]
-        });
-        engine.process(
-            &stems[..num_slots],
-            main,
-            &mut left[start..end],
-            &mut right[start..end],
-        );
-        let block_max = meters.limiter_gr.take().max(0.0);
+        let key = mix
+            .key
+            .as_ref()
+            .map(|[l, r]| [sub(l, start, end), sub(r, start, end)]);
+        master.process(&mut left[start..end], &mut right[start..end], key);
+        let block_max = master.take_max_limiter_gain_reduction_db().max(0.0);
         if end > latency {
             // Gain reduction of audio that ends up in the master (the first `latency` frames
             // out of the engine are its start-up delay).
-            let current = meters.limiter_gr.current().max(0.0);
+            let current = master.limiter_gain_reduction_db().max(0.0);
             gr_max = gr_max.max(block_max);
             gr_sum += f64::from(current);
             gr_count += 1;
@@ -217,11 +238,13 @@ pub fn render_master(
     let mut history: Vec<(f32, f32)> = Vec::new();
     let mut best: Option<(f32, Master)> = None;
     let mut passes = 0;
+    bar.set_message(format!("{label}: stems"));
+    let mix = render_stem_mix(input, &settings);
     while passes < MAX_PASSES {
         passes += 1;
         settings.master.drive_db = drive;
         bar.set_message(format!("{label}: pass {passes}, drive {drive:+.2} dB"));
-        let pass = run_pass(input, &settings, bar);
+        let pass = run_pass(input, &mix, &settings, bar);
         let measurement = measure(&pass.left, Some(&pass.right), input.sample_rate);
         if let (Some(ceiling), Some(tp)) = (ceiling_dbtp, measurement.true_peak_dbtp)
             && tp > ceiling

@@ -34,22 +34,29 @@ impl DelayLine {
         self.pos = 0;
     }
 
-    /// Delays both channels in place.
+    /// Delays both channels in place: every sample is swapped with the one written
+    /// `delay_samples` earlier, in contiguous runs of the ring (at most two per chunk when the
+    /// chunk is shorter than the delay), so the work is bulk swaps rather than a per-sample
+    /// index wrap.
     #[inline]
     pub fn process(&mut self, left: &mut [f32], right: &mut [f32]) {
         let len = self.buffers[0].len();
         if len == 0 {
             return;
         }
+        let n = left.len().min(right.len());
         let [bl, br] = &mut self.buffers;
         let mut pos = self.pos;
-        for (l, r) in left.iter_mut().zip(right.iter_mut()) {
-            std::mem::swap(l, &mut bl[pos]);
-            std::mem::swap(r, &mut br[pos]);
-            pos += 1;
+        let mut i = 0;
+        while i < n {
+            let run = (n - i).min(len - pos);
+            left[i..i + run].swap_with_slice(&mut bl[pos..pos + run]);
+            right[i..i + run].swap_with_slice(&mut br[pos..pos + run]);
+            pos += run;
             if pos == len {
                 pos = 0;
             }
+            i += run;
         }
         self.pos = pos;
     }
@@ -78,5 +85,30 @@ mod tests {
         let mut r = [3.0, 4.0];
         d.process(&mut l, &mut r);
         assert_eq!((l, r), ([1.0, 2.0], [3.0, 4.0]));
+    }
+
+    #[test]
+    fn any_chunking_delays_every_sample_by_n() {
+        // Chunks shorter than, equal to and longer than the delay, in an irregular order.
+        for delay in [1usize, 3, 30, 198] {
+            let mut d = DelayLine::new(delay);
+            let total = 2000;
+            let l: Vec<f32> = (1..=total).map(|x| x as f32).collect();
+            let r: Vec<f32> = l.iter().map(|x| -x).collect();
+            let (mut ol, mut or) = (l.clone(), r.clone());
+            let sizes = [1usize, 7, 128, 2, 197, 198, 199, 400, 5, 64];
+            let (mut start, mut k) = (0, 0);
+            while start < total {
+                let end = (start + sizes[k % sizes.len()]).min(total);
+                d.process(&mut ol[start..end], &mut or[start..end]);
+                start = end;
+                k += 1;
+            }
+            for n in 0..total {
+                let want = if n < delay { 0.0 } else { l[n - delay] };
+                assert_eq!(ol[n], want, "delay {delay}, sample {n}");
+                assert_eq!(or[n], -want, "delay {delay}, sample {n}");
+            }
+        }
     }
 }

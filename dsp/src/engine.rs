@@ -15,13 +15,21 @@ use crate::delay::DelayLine;
 use crate::master::MasterChain;
 use crate::meter_bank::StemMeterBank;
 use crate::meters::{MeterSet, PublishedMeters};
-use crate::settings::{EngineSettings, MainInputRole, MonitorSource};
+use crate::settings::{
+    CompKey, EngineSettings, MainInputRole, MasterSettings, MonitorSource, StemSettings,
+};
 use crate::smoother::Smoother;
 use crate::stem::StemChain;
-use crate::util::{db_to_gain, gain_to_db, power_to_db, sanitize_slice};
+use crate::util::{db_to_gain, gain_to_db, power_to_db, sanitize};
 
 /// Largest number of frames processed in one internal pass.
 pub const CHUNK: usize = 128;
+
+/// Stems per summing group. The engine sums the processed stems group by group — each group
+/// into its own accumulator starting from zero, then group 0 + group 1 — so that the offline
+/// renderer ([`crate::offline`]) can run each group on its own thread over a whole song and
+/// still produce bit-identical output (float addition is not associative).
+pub const STEM_GROUP: usize = 4;
 
 /// Length of the mute/solo ramps in milliseconds.
 pub const MUTE_RAMP_MS: f32 = 10.0;
@@ -116,6 +124,8 @@ impl EngineMeters {
 struct Scratch {
     /// Per-stem audio, `[stem][channel][frame]`.
     stems: Box<[[[f32; CHUNK]; 2]; MAX_STEMS]>,
+    /// Processed sum of each stem group.
+    group_sums: [[[f32; CHUNK]; 2]; 2],
     /// Raw (unprocessed) sum of the stems, after mute/solo: the A/B "unprocessed" path.
     raw: [[f32; CHUNK]; 2],
     /// Raw sum of all stems regardless of mute/solo: the key for mix-keyed compressors.
@@ -136,16 +146,14 @@ pub struct Engine {
     max_block_size: usize,
     /// Settings applied by the last `set_settings`.
     settings: EngineSettings,
-    /// Per-stem chains (`num_stems` of them).
-    stems: Vec<StemChain>,
-    /// Per-stem mute/solo gain (0 or 1, ramped).
-    stem_audible: Vec<Smoother>,
-    /// Master chain.
-    master: MasterChain,
+    /// The stems, in groups of [`STEM_GROUP`] (one group for up to four stems, else two).
+    groups: Vec<StemGroup>,
+    /// Whether any compressor listens to the mix key (else the key sum is not computed).
+    keyed: bool,
+    /// Master chain and the key's alignment delay.
+    master: MasterStage,
     /// Delays the raw stem sum by the engine latency.
     raw_delay: DelayLine,
-    /// Delays the mix key by the stem-chain latency, to align it with the master input.
-    key_delay: DelayLine,
     /// Delays the main input by the stem-chain latency (aligned with the processed stems, for
     /// "add to sum").
     main_stem_delay: DelayLine,
@@ -181,23 +189,22 @@ impl Engine {
     pub fn new(sample_rate: f32, max_block_size: usize, num_stems: usize) -> Self {
         let sample_rate = sample_rate.clamp(SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1);
         let num_stems = num_stems.clamp(1, MAX_STEMS);
-        let stems: Vec<StemChain> = (0..num_stems)
-            .map(|_| StemChain::new(sample_rate))
+        let groups: Vec<StemGroup> = (0..num_stems.div_ceil(STEM_GROUP))
+            .map(|g| StemGroup::new(sample_rate, (num_stems - g * STEM_GROUP).min(STEM_GROUP)))
             .collect();
-        let master = MasterChain::new(sample_rate);
-        let stem_latency = stems[0].latency_samples();
-        let latency = stem_latency + master.latency_samples();
+        let stem_latency = groups[0].latency_samples();
+        let master = MasterStage::new(sample_rate, stem_latency);
+        let latency = stem_latency + master.chain.latency_samples();
         let ramp = |v: f32, ms: f32| Smoother::new(v, ms, sample_rate);
         let mut engine = Self {
             sample_rate,
             num_stems,
             max_block_size: max_block_size.max(1),
             settings: EngineSettings::default(),
-            stems,
-            stem_audible: (0..num_stems).map(|_| ramp(1.0, MUTE_RAMP_MS)).collect(),
+            groups,
+            keyed: false,
             master,
             raw_delay: DelayLine::new(latency),
-            key_delay: DelayLine::new(stem_latency),
             main_stem_delay: DelayLine::new(stem_latency),
             main_delay: DelayLine::new(latency - stem_latency),
             stem_meters: StemMeterBank::new(sample_rate, num_stems),
@@ -217,6 +224,7 @@ impl Engine {
             null_frames: 0,
             scratch: Scratch {
                 stems: Box::new([[[0.0; CHUNK]; 2]; MAX_STEMS]),
+                group_sums: [[[0.0; CHUNK]; 2]; 2],
                 raw: [[0.0; CHUNK]; 2],
                 key: [[0.0; CHUNK]; 2],
                 master: [[0.0; CHUNK]; 2],
@@ -261,15 +269,20 @@ impl Engine {
 
     /// Applies new settings. Real-time safe; continuous controls ramp.
     pub fn set_settings(&mut self, settings: &EngineSettings) {
-        self.settings.clone_from(settings);
-        let any_solo = settings.stems[..self.num_stems].iter().any(|s| s.solo);
-        for (i, chain) in self.stems.iter_mut().enumerate() {
-            let s = &settings.stems[i];
-            chain.set_settings(s);
-            let audible = !s.mute && (!any_solo || s.solo);
-            self.stem_audible[i].set_target(if audible { 1.0 } else { 0.0 });
+        if settings.main_input != self.settings.main_input {
+            // The main-input delays hold nothing while the input is ignored, and a change of
+            // role starts the path afresh.
+            self.main_stem_delay.reset();
+            self.main_delay.reset();
         }
-        self.master.set_settings(&settings.master);
+        self.settings.clone_from(settings);
+        let stems = &settings.stems[..self.num_stems];
+        let any_solo = stems.iter().any(|s| s.solo);
+        for (group, stems) in self.groups.iter_mut().zip(stems.chunks(STEM_GROUP)) {
+            group.set_settings(stems, any_solo);
+        }
+        self.keyed = is_keyed(stems, &settings.master);
+        self.master.set_settings(&settings.master, self.keyed);
         let source = match (settings.monitor.source, settings.main_input) {
             (MonitorSource::Reference, MainInputRole::Ignore | MainInputRole::AddToSum) => {
                 MonitorSource::Processed
@@ -289,20 +302,15 @@ impl Engine {
 
     /// Clears all audio state (filters, delays, meters); smoothers jump to their targets.
     pub fn reset(&mut self) {
-        for chain in &mut self.stems {
-            chain.reset();
+        for group in &mut self.groups {
+            group.reset();
         }
-        for g in self
-            .stem_audible
-            .iter_mut()
-            .chain(self.monitor_gain.iter_mut())
-        {
+        for g in &mut self.monitor_gain {
             g.reset(g.target());
         }
         self.match_gain.reset(self.match_gain.target());
         self.master.reset();
         self.raw_delay.reset();
-        self.key_delay.reset();
         self.main_stem_delay.reset();
         self.main_delay.reset();
         self.reset_meters();
@@ -356,18 +364,19 @@ impl Engine {
         len: usize,
     ) {
         let sc = &mut self.scratch;
-        // 1. Inputs, sanitised; the raw key sum of all stems.
+        // 1. Inputs, sanitised; the raw key sum of all stems when a compressor listens to it.
         for ch in 0..2 {
             sc.key[ch][..len].fill(0.0);
             sc.raw[ch][..len].fill(0.0);
-            sc.master[ch][..len].fill(0.0);
         }
         for i in 0..self.num_stems {
             let input = stems.get(i).copied().flatten();
             for ch in 0..2 {
                 copy_sanitized(input.map(|s| s[ch]), offset, &mut sc.stems[i][ch][..len]);
-                for (k, x) in sc.key[ch][..len].iter_mut().zip(&sc.stems[i][ch][..len]) {
-                    *k += x;
+                if self.keyed {
+                    for (k, x) in sc.key[ch][..len].iter_mut().zip(&sc.stems[i][ch][..len]) {
+                        *k += x;
+                    }
                 }
             }
         }
@@ -381,36 +390,34 @@ impl Engine {
             copy_sanitized(input, offset, &mut sc.main[ch][..len]);
         }
 
-        // 2. Stems: chain, mute/solo, meters; processed and raw sums.
-        for i in 0..self.num_stems {
-            let [key_l, key_r] = &sc.key;
-            let [sl, sr] = &mut sc.stems[i];
-            // The raw path gets the same mute/solo gain as the processed one, so A/B of a
-            // soloed stem compares that stem. Mute/solo ramps are applied to the raw input
-            // first, then to the processed output with the same gains (a copy of the smoother).
-            let mut audible_raw = self.stem_audible[i];
-            let [rl, rr] = &mut sc.raw;
-            accumulate(
-                &mut audible_raw,
-                [&mut rl[..len], &mut rr[..len]],
-                [&sl[..len], &sr[..len]],
+        // 2. Stems: chains and mute/solo, group by group; processed and raw sums.
+        for (g, group) in self.groups.iter_mut().enumerate() {
+            let first = g * STEM_GROUP;
+            group.process(
+                &mut sc.stems[first..first + group.len()],
+                [&sc.key[0][..len], &sc.key[1][..len]],
+                len,
+                &mut sc.group_sums[g],
+                Some(&mut sc.raw),
             );
-            self.stems[i].process(
-                &mut sl[..len],
-                &mut sr[..len],
-                (&key_l[..len], &key_r[..len]),
-            );
-            self.stem_audible[i].apply_gain(&mut sl[..len], &mut sr[..len]);
+        }
+        {
             let [ml, mr] = &mut sc.master;
-            for n in 0..len {
-                ml[n] += sl[n];
-                mr[n] += sr[n];
+            let [[al, ar], [bl, br]] = &sc.group_sums;
+            if self.groups.len() > 1 {
+                for n in 0..len {
+                    ml[n] = al[n] + bl[n];
+                    mr[n] = ar[n] + br[n];
+                }
+            } else {
+                ml[..len].copy_from_slice(&al[..len]);
+                mr[..len].copy_from_slice(&ar[..len]);
             }
         }
         let metered: [[&[f32]; 2]; MAX_STEMS] =
             std::array::from_fn(|i| [&sc.stems[i][0][..len], &sc.stems[i][1][..len]]);
         self.stem_meters.process(&metered[..self.num_stems]);
-        {
+        if role != MainInputRole::Ignore {
             let [nl, nr] = &mut sc.main;
             self.main_stem_delay.process(&mut nl[..len], &mut nr[..len]);
         }
@@ -426,22 +433,12 @@ impl Engine {
         {
             let [ml, mr] = &mut sc.master;
             let [key_l, key_r] = &mut sc.key;
-            self.key_delay.process(&mut key_l[..len], &mut key_r[..len]);
             self.master.process(
                 &mut ml[..len],
                 &mut mr[..len],
-                (&mut key_l[..len], &mut key_r[..len]),
+                &mut key_l[..len],
+                &mut key_r[..len],
             );
-        }
-        if !all_finite(&sc.master[0][..len]) || !all_finite(&sc.master[1][..len]) {
-            // A module's state went bad despite sanitised input: silence this chunk and start
-            // every module afresh, so the engine recovers within one block.
-            sc.master[0][..len].fill(0.0);
-            sc.master[1][..len].fill(0.0);
-            for chain in &mut self.stems {
-                chain.reset();
-            }
-            self.master.reset();
         }
         self.master_meter
             .process(&sc.master[0][..len], &sc.master[1][..len]);
@@ -451,7 +448,9 @@ impl Engine {
             let [rl, rr] = &mut sc.raw;
             self.raw_delay.process(&mut rl[..len], &mut rr[..len]);
             let [nl, nr] = &mut sc.main;
-            self.main_delay.process(&mut nl[..len], &mut nr[..len]);
+            if role != MainInputRole::Ignore {
+                self.main_delay.process(&mut nl[..len], &mut nr[..len]);
+            }
             if role == MainInputRole::AddToSum {
                 for n in 0..len {
                     rl[n] += nl[n];
@@ -525,7 +524,8 @@ impl Engine {
         self.master_meter.publish(&p.master);
         self.raw_meter.publish(&p.unprocessed);
         self.main_meter.publish(&p.main_input);
-        for (i, chain) in self.stems.iter_mut().enumerate() {
+        let chains = self.groups.iter_mut().flat_map(|g| g.chains.iter_mut());
+        for (i, chain) in chains.enumerate() {
             p.stem_comp_gr[i].publish(
                 chain.comp.gain_reduction_db(),
                 chain.comp.take_max_gain_reduction_db(),
@@ -535,10 +535,10 @@ impl Engine {
                 chain.dyn_eq.take_max_gain_reduction_db(),
             );
         }
-        let glue = &mut self.master.glue;
+        let glue = &mut self.master.chain.glue;
         p.glue_gr
             .publish(glue.gain_reduction_db(), glue.take_max_gain_reduction_db());
-        let limiter = &mut self.master.limiter;
+        let limiter = &mut self.master.chain.limiter;
         p.limiter_gr.publish(
             limiter.gain_reduction_db(),
             limiter.take_max_gain_reduction_db(),
@@ -558,15 +558,176 @@ impl Engine {
     }
 }
 
+/// Whether any compressor of the first stems or the master glue listens to the mix key.
+pub(crate) fn is_keyed(stems: &[StemSettings], master: &MasterSettings) -> bool {
+    stems.iter().any(|s| s.comp.key == CompKey::Mix) || master.glue.key == CompKey::Mix
+}
+
+/// Up to [`STEM_GROUP`] consecutive stems: their chains and mute/solo gains.
+pub(crate) struct StemGroup {
+    /// The chains, one per stem of the group.
+    pub(crate) chains: Vec<StemChain>,
+    /// Mute/solo gain per stem (0 or 1, ramped over [`MUTE_RAMP_MS`]).
+    audible: Vec<Smoother>,
+}
+
+impl StemGroup {
+    /// Allocates `stems` (1..=[`STEM_GROUP`]) chains.
+    pub(crate) fn new(sample_rate: f32, stems: usize) -> Self {
+        Self {
+            chains: (0..stems).map(|_| StemChain::new(sample_rate)).collect(),
+            audible: (0..stems)
+                .map(|_| Smoother::new(1.0, MUTE_RAMP_MS, sample_rate))
+                .collect(),
+        }
+    }
+
+    /// Stems in the group.
+    pub(crate) fn len(&self) -> usize {
+        self.chains.len()
+    }
+
+    /// Chain latency in samples.
+    pub(crate) fn latency_samples(&self) -> usize {
+        self.chains[0].latency_samples()
+    }
+
+    /// Applies the group's stem settings (`stems[i]` for chain `i`); `any_solo` tells whether
+    /// any stem of the whole engine is soloed.
+    pub(crate) fn set_settings(&mut self, stems: &[StemSettings], any_solo: bool) {
+        for ((chain, audible), s) in self.chains.iter_mut().zip(&mut self.audible).zip(stems) {
+            chain.set_settings(s);
+            let on = !s.mute && (!any_solo || s.solo);
+            audible.set_target(if on { 1.0 } else { 0.0 });
+        }
+    }
+
+    /// Clears all state; mute/solo gains jump to their targets.
+    pub(crate) fn reset(&mut self) {
+        for chain in &mut self.chains {
+            chain.reset();
+        }
+        for g in &mut self.audible {
+            g.reset(g.target());
+        }
+    }
+
+    /// Processes `len` frames: `audio[i]` holds the sanitised input of the group's stem `i` and
+    /// is replaced by its processed, muted/soloed output; `sum` gets the sum of those (from
+    /// zero, in stem order); `raw`, when given, gets the inputs added with the same mute/solo
+    /// gains (the A/B "unprocessed" path, so A/B of a soloed stem compares that stem). `key` is
+    /// the mix key for compressors keyed from the mix.
+    pub(crate) fn process(
+        &mut self,
+        audio: &mut [[[f32; CHUNK]; 2]],
+        key: [&[f32]; 2],
+        len: usize,
+        sum: &mut [[f32; CHUNK]; 2],
+        mut raw: Option<&mut [[f32; CHUNK]; 2]>,
+    ) {
+        let [acc_l, acc_r] = sum;
+        acc_l[..len].fill(0.0);
+        acc_r[..len].fill(0.0);
+        for ((chain, audible), [sl, sr]) in self.chains.iter_mut().zip(&mut self.audible).zip(audio)
+        {
+            let (sl, sr) = (&mut sl[..len], &mut sr[..len]);
+            if let Some([rl, rr]) = raw.as_deref_mut() {
+                // A copy of the smoother, so the processed path below gets the same gains.
+                let mut audible_raw = *audible;
+                accumulate(&mut audible_raw, [&mut rl[..len], &mut rr[..len]], [sl, sr]);
+            }
+            chain.process(sl, sr, (key[0], key[1]));
+            if !all_finite(sl) || !all_finite(sr) {
+                // The chain's state went bad despite sanitised input: silence this chunk of
+                // the stem and start its modules afresh, so it recovers within one block.
+                sl.fill(0.0);
+                sr.fill(0.0);
+                chain.reset();
+            }
+            audible.apply_gain(sl, sr);
+            for (a, x) in acc_l[..len].iter_mut().zip(&*sl) {
+                *a += x;
+            }
+            for (a, x) in acc_r[..len].iter_mut().zip(&*sr) {
+                *a += x;
+            }
+        }
+    }
+}
+
+/// The master chain with the mix key's alignment delay and non-finite recovery.
+pub(crate) struct MasterStage {
+    /// Drive, glue, EQ, width, limiter, output.
+    pub(crate) chain: MasterChain,
+    /// Delays the mix key by the stem-chain latency, to align it with the master input.
+    key_delay: DelayLine,
+    /// Whether the glue (or any stem) listens to the mix key; else the key is silence.
+    keyed: bool,
+}
+
+impl MasterStage {
+    /// Allocates the stage; the key is delayed by `stem_latency` samples.
+    pub(crate) fn new(sample_rate: f32, stem_latency: usize) -> Self {
+        Self {
+            chain: MasterChain::new(sample_rate),
+            key_delay: DelayLine::new(stem_latency),
+            keyed: false,
+        }
+    }
+
+    /// Applies settings; `keyed` says whether the key will carry the mix.
+    pub(crate) fn set_settings(&mut self, settings: &MasterSettings, keyed: bool) {
+        if keyed && !self.keyed {
+            // The delay holds nothing of the mix while unkeyed.
+            self.key_delay.reset();
+        }
+        self.keyed = keyed;
+        self.chain.set_settings(settings);
+    }
+
+    /// Clears all state.
+    pub(crate) fn reset(&mut self) {
+        self.chain.reset();
+        self.key_delay.reset();
+    }
+
+    /// Processes the processed stem sum in place. `key_l`/`key_r` is the unprocessed sum of all
+    /// stems aligned with the stems' *input* (it is delayed here); it is overwritten, and
+    /// ignored (silenced) when not keyed.
+    pub(crate) fn process(
+        &mut self,
+        left: &mut [f32],
+        right: &mut [f32],
+        key_l: &mut [f32],
+        key_r: &mut [f32],
+    ) {
+        if self.keyed {
+            self.key_delay.process(key_l, key_r);
+        } else {
+            key_l.fill(0.0);
+            key_r.fill(0.0);
+        }
+        self.chain.process(left, right, (key_l, key_r));
+        if !all_finite(left) || !all_finite(right) {
+            // A module's state went bad despite finite input: silence this chunk and start
+            // afresh, so the engine recovers within one block.
+            left.fill(0.0);
+            right.fill(0.0);
+            self.chain.reset();
+        }
+    }
+}
+
 /// Copies `input[offset..offset + out.len()]` into `out`, sanitised; missing samples are 0.
 #[inline]
-fn copy_sanitized(input: Option<&[f32]>, offset: usize, out: &mut [f32]) {
+pub(crate) fn copy_sanitized(input: Option<&[f32]>, offset: usize, out: &mut [f32]) {
     let src = input
         .and_then(|s| s.get(offset.min(s.len())..))
         .unwrap_or(&[]);
     let n = src.len().min(out.len());
-    out[..n].copy_from_slice(&src[..n]);
-    sanitize_slice(&mut out[..n]);
+    for (o, &x) in out[..n].iter_mut().zip(&src[..n]) {
+        *o = sanitize(x);
+    }
     out[n..].fill(0.0);
 }
 

@@ -18,6 +18,7 @@ pub mod loudness;
 pub mod master;
 pub mod meter_bank;
 pub mod meters;
+pub mod offline;
 pub mod oversampling;
 pub mod reference;
 pub mod saturation;

@@ -524,3 +524,126 @@ fn gain_reduction_meters_are_published() {
     // A take restarts the maximum.
     assert_eq!(m.limiter_gr.take(), 0.0);
 }
+
+/// Every module on every stem and on the master; with `keyed`, two stem compressors and the
+/// glue listen to the mix; stem 2 muted and, with `solo`, stems 0 and 4 soloed; the main input
+/// is added to the sum.
+fn busy_settings(keyed: bool, solo: bool) -> EngineSettings {
+    use stembus_dsp::settings::CompKey;
+    let mut settings = EngineSettings::default();
+    for (i, s) in settings.stems.iter_mut().enumerate() {
+        s.eq.hpf_enabled = true;
+        s.eq.low_shelf.enabled = true;
+        s.eq.low_shelf.gain_db = 2.0;
+        s.eq.bell1.enabled = true;
+        s.eq.bell1.gain_db = -3.0;
+        s.eq.lpf_enabled = true;
+        s.dyn_eq.enabled = true;
+        s.dyn_eq.threshold_db = -40.0;
+        s.comp.enabled = true;
+        s.comp.threshold_db = -30.0;
+        s.comp.mix = 0.7;
+        s.sat.enabled = i % 2 == 0;
+        s.stereo.mono_bass = true;
+        s.stereo.width = 1.2;
+        if keyed && (i == 1 || i == 5) {
+            s.comp.key = CompKey::Mix;
+        }
+        s.mute = i == 2;
+        s.solo = solo && (i == 0 || i == 4);
+    }
+    settings.master.glue.enabled = true;
+    if keyed {
+        settings.master.glue.key = CompKey::Mix;
+    }
+    settings.master.eq.bell.enabled = true;
+    settings.master.eq.bell.gain_db = -1.0;
+    settings.master.drive_db = 9.0;
+    settings.main_input = MainInputRole::AddToSum;
+    settings
+}
+
+#[test]
+fn offline_stages_match_the_engine_bit_for_bit() {
+    use stembus_dsp::offline::{MasterRender, render_stems};
+    for (num, keyed, solo, parallel) in [
+        (6, true, false, true),
+        (3, false, false, false),
+        (8, false, true, true),
+        (5, true, true, false),
+    ] {
+        let frames = 9000;
+        let stems = make_stems(num, frames, 0.5, 7 + num as u32);
+        let main = make_stems(1, frames, 0.2, 99).remove(0);
+        let settings = busy_settings(keyed, solo);
+        let mut engine = Engine::new(48_000.0, 4096, num);
+        engine.set_settings(&settings);
+        engine.reset();
+        let mut rng = Rng(5);
+        let want = run(&mut engine, &stems, Some(&main), &mut || 1 + rng.below(700));
+
+        let ins: Vec<Option<StereoIn>> =
+            stems.iter().map(|s| Some([&s[0][..], &s[1][..]])).collect();
+        let mix = render_stems(
+            48_000.0,
+            num,
+            &ins,
+            Some([&main[0][..], &main[1][..]]),
+            &settings,
+            frames,
+            parallel,
+        );
+        assert_eq!(mix.key.is_some(), keyed);
+        let mut master = MasterRender::new(48_000.0, num, &settings);
+        assert_eq!(master.latency_samples(), engine.latency_samples());
+        let [mut left, mut right] = mix.sum;
+        let mut start = 0;
+        let mut rng = Rng(11);
+        while start < frames {
+            let end = (start + 1 + rng.below(900)).min(frames);
+            let key = mix
+                .key
+                .as_ref()
+                .map(|[l, r]| [&l[start..end], &r[start..end]]);
+            master.process(&mut left[start..end], &mut right[start..end], key);
+            start = end;
+        }
+        let peak = want[0].iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        assert!(peak > 0.05, "the test signal reaches the output ({peak})");
+        for n in 0..frames {
+            assert!(
+                want[0][n] == left[n] && want[1][n] == right[n],
+                "{num} stems, keyed {keyed}, solo {solo}: frame {n}: engine ({}, {}), \
+                 offline ({}, {})",
+                want[0][n],
+                want[1][n],
+                left[n],
+                right[n]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_compressor_keyed_from_the_mix_follows_the_other_stems() {
+    use stembus_dsp::settings::CompKey;
+    // Stem 0 is quiet and steady, stem 1 loud: keyed from the mix, stem 0's compressor reduces
+    // it; keyed from itself, it stays below threshold.
+    let frames = 24_000;
+    let mut stems = make_stems(2, frames, 0.02, 3);
+    stems[1] = make_stems(1, frames, 0.9, 4).remove(0);
+    let gr = |key: CompKey| {
+        let mut settings = EngineSettings::default();
+        settings.stems[0].comp.enabled = true;
+        settings.stems[0].comp.threshold_db = -20.0;
+        settings.stems[0].comp.key = key;
+        let mut engine = Engine::new(48_000.0, 512, 2);
+        engine.set_settings(&settings);
+        engine.reset();
+        run(&mut engine, &stems, None, &mut || 512);
+        engine.meters().stem_comp_gr[0].take()
+    };
+    let (own, mix) = (gr(CompKey::Own), gr(CompKey::Mix));
+    assert!(own < 0.01, "own key: {own} dB of reduction");
+    assert!(mix > 3.0, "mix key: {mix} dB of reduction");
+}
