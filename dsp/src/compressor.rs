@@ -50,16 +50,16 @@
 //! peak, so that the wet path fades in from the right gain reduction instead of an
 //! uncompressed overshoot.
 //!
-//! **Cost.** `log10` and `10^x` are computed by [`fast_log2`] and [`fast_exp2`] (bit tricks and
-//! short polynomials, errors below 10⁻⁵ dB) in vectorised passes over chunks of 64 frames; only
-//! the detector recursion is serial, and it is written so that its loop-carried path is a
-//! multiply-add, a maximum and the flush (see `branch`), not a comparison feeding a select
-//! feeding the multiply. The loop is also compiled for AVX2 + FMA, chosen at run time where the
-//! CPU has it (as `crate::limiter` does). A chunk whose level stays under the knee while no
-//! gain reduction is pending (a quiet stem) skips all of it. At 48 kHz on the development
-//! machine (AVX2 build, release): ≈ 5 ns per stereo frame while compressing (Clean), ≈ 9 ns
-//! (Opto + auto release, keyed), ≈ 1.5 ns under the knee, nothing when bypassed
-//! (`benches/stem_modules.rs`).
+//! **Cost.** Per chunk of 64 frames, in passes: sanitising and levels, the gain computer
+//! (`log2` by a division-free polynomial, [`fast_exp2`]'s polynomial for the gain; errors
+//! below 2·10⁻⁶ dB) and gain and mix are vectorised (and compiled for AVX2 + FMA, chosen at
+//! run time where the CPU has it, as `crate::limiter` does); only the detector recursion is
+//! serial, and it advances two samples per step (see `Branch`): one multiply-add and two
+//! maxima per two samples on its loop-carried path. A chunk whose level stays under the knee
+//! while no gain reduction is pending (a quiet stem) skips all of it. At 48 kHz on the
+//! development machine (AVX2 build, release, shared): ≈ 3.5 ns per stereo frame while
+//! compressing (Clean), ≈ 8 ns (Opto + auto release, keyed), ≈ 1.3 ns under the knee,
+//! nothing when bypassed (`benches/stem_modules.rs`).
 
 use crate::settings::{CompCharacter, CompKey, CompressorSettings};
 use crate::smoother::Smoother;
@@ -84,7 +84,9 @@ pub const OPTO_DISCHARGE_MS: f32 = 3000.0;
 /// Opto release slow-down: the release time is multiplied by `1 + OPTO_SLOWDOWN·μ`.
 pub const OPTO_SLOWDOWN: f32 = 4.0;
 
-/// Gain reductions below this (dB) are flushed to 0 so the gain becomes exactly 1.
+/// Flush level (dB; also used for the opto memory): a detector branch subtracts
+/// `GR_FLUSH_DB·(1 − α²)` per two samples and clamps at 0, so that a decaying reduction
+/// reaches exactly 0 (gain exactly 1) once it is about this small (see `Branch`).
 const GR_FLUSH_DB: f32 = 1.0e-6;
 /// Lowest detector level considered (−400 dBFS), keeps the logarithm finite.
 const MIN_LEVEL: f32 = 1.0e-20;
@@ -92,6 +94,21 @@ const MIN_LEVEL: f32 = 1.0e-20;
 const DB_PER_LOG2: f32 = 6.020_6;
 /// `1 / (20·log10(2))`.
 const LOG2_PER_DB: f32 = 1.0 / DB_PER_LOG2;
+
+/// `x = m·2^e` with `m` in `[√½, √2)` (positive, normal, finite `x`), from the bits alone:
+/// the mantissa with exponent 0, or −1 (`m/2`, exact) when it exceeds `√2`. Integer operations
+/// only, so that a scalar caller gets no branch (a mispredicted one costs more than the rest).
+#[inline(always)]
+fn split_mantissa(x: f32) -> (f32, i32) {
+    /// Mantissa bits of `√2` as an f32 (`0x3fb5_04f3`).
+    const SQRT_2_MANTISSA: u32 = 0x0035_04f3;
+    let bits = x.to_bits();
+    let mantissa = bits & 0x007f_ffff;
+    let fold = (mantissa > SQRT_2_MANTISSA) as u32;
+    let m = f32::from_bits(mantissa | (0x3f80_0000 - (fold << 23)));
+    let e = (((bits >> 23) & 0xff) as i32).wrapping_sub(127 - fold as i32);
+    (m, e)
+}
 
 /// Fast `log2(x)` for positive, normal, finite `x`: exponent from the bits, mantissa `m`
 /// folded into `[√½, √2)` and `log2(m) = (2/ln 2)·atanh(t)`, `t = (m − 1)/(m + 1)`,
@@ -103,11 +120,7 @@ pub fn fast_log2(x: f32) -> f32 {
     const C3: f32 = 0.961_796_7; // 2/(3 ln 2)
     const C5: f32 = 0.577_078; // 2/(5 ln 2)
     const C7: f32 = 0.412_198_6; // 2/(7 ln 2)
-    let bits = x.to_bits();
-    let m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
-    let fold = m > std::f32::consts::SQRT_2;
-    let m = if fold { 0.5 * m } else { m };
-    let e = (((bits >> 23) & 0xff) as i32).wrapping_sub(127 - fold as i32);
+    let (m, e) = split_mantissa(x);
     let t = (m - 1.0) / (m + 1.0);
     let t2 = t * t;
     e as f32 + t * (C1 + t2 * (C3 + t2 * (C5 + t2 * C7)))
@@ -118,27 +131,75 @@ pub fn fast_log2(x: f32) -> f32 {
 /// error ≤ 2·10⁻⁷ (2·10⁻⁶ dB).
 #[inline(always)]
 pub fn fast_exp2(y: f32) -> f32 {
+    exp2_poly::<false>(y)
+}
+
+/// [`fast_exp2`], its polynomial in fused multiply-adds when `FMA` (only inside functions
+/// compiled with the FMA target feature).
+#[inline(always)]
+fn exp2_poly<const FMA: bool>(y: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer, which lands in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     let y = if y >= -126.0 { y.min(126.0) } else { -126.0 }; // NaN → −126
     let t = y + MAGIC;
     let i = (t.to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32);
     let u = (y - (t - MAGIC)) * std::f32::consts::LN_2;
-    let p = 1.0
-        + u * (1.0
-            + u * (0.5
-                + u * (1.0 / 6.0 + u * (1.0 / 24.0 + u * (1.0 / 120.0 + u * (1.0 / 720.0))))));
+    let mut p = 1.0 / 720.0;
+    for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+        p = madd::<FMA>(p, u, c);
+    }
     f32::from_bits((i.wrapping_add(127) as u32) << 23) * p
 }
 
-/// Gain-computer overshoot `x_L = x_G − y_G` (dB, ≥ 0) of a level `level_db`, for threshold
-/// `threshold_db`, knee width `knee_db` and slope `1 − 1/R` (see the module equations).
-/// Branch-free (all three pieces computed, one selected) so that it vectorises.
+/// `log2(x)` for positive, normal, finite `x` without a division, for the compressor's
+/// per-sample gain computer: exponent from the bits, mantissa `m` folded into `[√½, √2)`,
+/// `log2(m) = u·q(u)` with `u = m − 1` and `q` of degree 7, a Chebyshev fit of `log2(1 + u)/u`
+/// on `[√½ − 1, √2 − 1]` (numpy: `Chebyshev.fit(u, log2(1 + u)/u, 7)` converted to the power
+/// basis). Error ≤ 2.5·10⁻⁷ (1.5·10⁻⁶ dB) including f32 evaluation; exact (0) at `m = 1`.
+/// (The atanh series of [`fast_log2`] needs a division per sample, the slowest vector
+/// instruction in the gain computer.)
 #[inline(always)]
-fn overshoot_db(level_db: f32, threshold_db: f32, knee_db: f32, slope: f32) -> f32 {
+fn log2_poly<const FMA: bool>(x: f32) -> f32 {
+    const Q: [f32; 8] = [
+        std::f32::consts::LOG2_E,
+        -0.721_351_5,
+        0.480_915_03,
+        -0.360_308_8,
+        0.287_395_45,
+        -0.248_265_49,
+        0.231_315_5,
+        -0.144_368_98,
+    ];
+    let (m, e) = split_mantissa(x);
+    let u = m - 1.0;
+    // Estrin's scheme (pairs, then powers u², u⁴): a third of Horner's dependency chain.
+    let u2 = u * u;
+    let u4 = u2 * u2;
+    let p01 = madd::<FMA>(Q[1], u, Q[0]);
+    let p23 = madd::<FMA>(Q[3], u, Q[2]);
+    let p45 = madd::<FMA>(Q[5], u, Q[4]);
+    let p67 = madd::<FMA>(Q[7], u, Q[6]);
+    let p03 = madd::<FMA>(p23, u2, p01);
+    let p47 = madd::<FMA>(p67, u2, p45);
+    let q = madd::<FMA>(p47, u4, p03);
+    madd::<FMA>(u, q, e as f32)
+}
+
+/// `1/(2W)` of a knee width `W` (dB), as the knee piece of [`overshoot_db`] uses it.
+#[inline(always)]
+fn inv_double_knee(knee_db: f32) -> f32 {
+    1.0 / (2.0 * knee_db).max(1.0e-6)
+}
+
+/// Gain-computer overshoot `x_L = x_G − y_G` (dB, ≥ 0) of a level `level_db`, for threshold
+/// `threshold_db`, knee width `knee_db` (with `inv_knee` = [`inv_double_knee`] of it) and
+/// slope `1 − 1/R` (see the module equations). Branch-free (all three pieces computed, one
+/// selected) so that it vectorises.
+#[inline(always)]
+fn overshoot_db(level_db: f32, threshold_db: f32, knee_db: f32, inv_knee: f32, slope: f32) -> f32 {
     let over = level_db - threshold_db;
     let d = over + 0.5 * knee_db;
-    let in_knee = slope * d * d / (2.0 * knee_db).max(1.0e-6);
+    let in_knee = slope * d * d * inv_knee;
     let above = slope * over;
     let y = if 2.0 * over < knee_db { in_knee } else { above };
     if 2.0 * over <= -knee_db { 0.0 } else { y }
@@ -147,92 +208,381 @@ fn overshoot_db(level_db: f32, threshold_db: f32, knee_db: f32, slope: f32) -> f
 /// Overshoot (dB) of a linear detector level: 0 at or under `floor` (the bottom of the knee
 /// as a linear level, when known), else [`overshoot_db`] of `20·log10(level)`.
 #[inline(always)]
-fn overshoot(level: f32, floor: f32, threshold_db: f32, knee_db: f32, slope: f32) -> f32 {
-    let level_db = DB_PER_LOG2 * fast_log2(level.max(MIN_LEVEL));
-    let over = overshoot_db(level_db, threshold_db, knee_db, slope);
+fn overshoot<const FMA: bool>(
+    level: f32,
+    floor: f32,
+    threshold_db: f32,
+    knee_db: f32,
+    inv_knee: f32,
+    slope: f32,
+) -> f32 {
+    let level_db = DB_PER_LOG2 * log2_poly::<FMA>(level.max(MIN_LEVEL));
+    let over = overshoot_db(level_db, threshold_db, knee_db, inv_knee, slope);
     if level <= floor { 0.0 } else { over }
 }
 
 /// Total gain of the parallel mix `(1 − m) + m·10^(−gr/20)·makeup` (exactly 1 for `m = 0`).
 #[inline(always)]
-fn mix_gain(gr_db: f32, makeup_gain: f32, m: f32) -> f32 {
-    let reduction = fast_exp2(-gr_db * LOG2_PER_DB);
+fn mix_gain<const FMA: bool>(gr_db: f32, makeup_gain: f32, m: f32) -> f32 {
+    let reduction = exp2_poly::<FMA>(-gr_db * LOG2_PER_DB);
     let reduction = if gr_db > 0.0 { reduction } else { 1.0 };
-    (1.0 - m) + m * (reduction * makeup_gain)
+    madd::<FMA>(m, reduction * makeup_gain, 1.0 - m)
 }
 
 /// Frames per chunk of the vectorised path.
 const CHUNK: usize = 64;
 
+/// One branch of the smooth-branching detector (Giannoulis et al. eq. 17), advanced **two
+/// samples per step** so that its loop-carried path is half as long.
+///
+/// One sample is `y ← f(y) = OP(α_A·y + (1 − α_A)·x, α_R·y + (1 − α_R)·x)` with `OP = max`
+/// when `α_A ≤ α_R` and `min` otherwise (see [`branch`]). `f` is non-decreasing in `y`
+/// (`α ≥ 0`), and a non-decreasing map commutes with `max` and `min`:
+/// `g(max(u, v)) = max(g(u), g(v))`. So two samples, `y₂ = f₂(f₁(y₀))`, are the `OP` of four
+/// lines in `y₀`, whose slopes and offsets depend on the inputs only:
+///
+/// ```text
+/// y₂ = OP₁( OP₂(α_A²·y₀ + o_AA, α_A·α_R₂·y₀ + o_AR),  OP₂(α_R₁·α_A·y₀ + o_RA, α_R₁·α_R₂·y₀ + o_RR) )
+/// o_AA = α_A·k_A·x₁ + k_A·x₂        o_AR = α_R₂·k_A·x₁ + k_R₂·x₂      (k = 1 − α)
+/// o_RA = α_A·k_R₁·x₁ + k_A·x₂       o_RR = α_R₂·k_R₁·x₁ + k_R₂·x₂
+/// ```
+///
+/// With constant poles the two middle lines have the same slope `α_A·α_R` and merge into one
+/// (`OP` of their offsets), leaving three. The recursion `y₀ → y₂` is then one multiply-add
+/// and two `max` (≈ 6 cycles per two samples instead of ≈ 6 per sample); the odd sample's
+/// output `y₁ = f₁(y₀)` is computed beside it, off the loop-carried path. The result is the
+/// per-sample recursion up to rounding (a few ulp).
+///
+/// **Flush.** Instead of setting values under a threshold to 0 every sample (a compare and a
+/// select on the loop-carried path), each two-sample step subtracts a tiny `δ` and clamps at 0:
+/// `y₂ ← max(y₂ − δ, 0)`, which folds into the offsets and the same `max` tree. `max(· − δ, 0)`
+/// is non-decreasing too, so the algebra above holds. With `δ = ε·(1 − max(α_A, α_R)²)` the
+/// steady state is lowered by at most `ε` ([`GR_FLUSH_DB`], 10⁻⁶ dB), and a decaying state
+/// reaches exactly 0 once it is of the order of `ε`: the gain becomes exactly 1 and the state
+/// never becomes subnormal.
+///
+/// Pairs count samples from the last reset, whatever the block boundaries: a block that ends
+/// after the first sample of a pair keeps that sample (`pending`) and the next block finishes
+/// the pair, so the output does not depend on the block size.
+#[derive(Debug, Clone, Copy, Default)]
+struct Branch {
+    /// Output of the last processed sample (dB of gain reduction, ≥ 0; or the opto memory).
+    y: f32,
+    /// State at the start of the current pair: the last output when no pair is pending, the
+    /// state before the pending sample otherwise.
+    s: f32,
+    /// Input `x₁` of the pending sample (only meaningful while `pending`).
+    px: f32,
+    /// Release pole `α_R₁` of the pending sample (variable-release branch only).
+    pr: f32,
+    /// `1 − α_R₁` of the pending sample as it was computed (variable-release branch only).
+    pk: f32,
+    /// True after an odd number of samples since the reset: the next sample ends a pair.
+    pending: bool,
+}
+
+/// Constant poles of a [`Branch`], with the products the two-sample step needs.
+#[derive(Debug, Clone, Copy)]
+struct Poles {
+    /// Attack pole `α_A`, 0..1.
+    a: f32,
+    /// Release pole `α_R`, 0..1.
+    r: f32,
+    /// `1 − α_A`.
+    ka: f32,
+    /// `1 − α_R`.
+    kr: f32,
+    /// `α_A²`.
+    aa: f32,
+    /// `α_A·α_R`.
+    ar: f32,
+    /// `α_R²`.
+    rr: f32,
+    /// Flush step `δ = ε·(1 − max(α_A, α_R)²)` (see [`Branch`]).
+    delta: f32,
+    /// `α_A ≤ α_R`: the step takes the maximum of its candidates (else the minimum).
+    max: bool,
+}
+
+impl Poles {
+    fn new(attack: f32, release: f32) -> Self {
+        let slow = attack.max(release);
+        Self {
+            a: attack,
+            r: release,
+            ka: 1.0 - attack,
+            kr: 1.0 - release,
+            aa: attack * attack,
+            ar: attack * release,
+            rr: release * release,
+            delta: GR_FLUSH_DB * (1.0 - slow * slow),
+            max: attack <= release,
+        }
+    }
+
+    /// One sample from state `s`: the per-sample rule (no flush; used for the odd sample).
+    #[inline(always)]
+    fn single<const FMA: bool, const MAX: bool>(&self, s: f32, x: f32) -> f32 {
+        let ya = madd::<FMA>(self.a, s, self.ka * x);
+        let yr = madd::<FMA>(self.r, s, self.kr * x);
+        if MAX {
+            max_serial(ya, yr)
+        } else {
+            min_serial(ya, yr)
+        }
+    }
+
+    /// [`Poles::single`] in a loop meant to vectorise (the same arithmetic).
+    #[inline(always)]
+    fn single_vec<const FMA: bool, const MAX: bool>(&self, s: f32, x: f32) -> f32 {
+        let ya = madd::<FMA>(self.a, s, self.ka * x);
+        let yr = madd::<FMA>(self.r, s, self.kr * x);
+        if MAX {
+            max_fast(ya, yr)
+        } else {
+            min_fast(ya, yr)
+        }
+    }
+
+    /// The end of a two-sample step from state `s`, given the pair's offsets (see [`Branch`];
+    /// `δ` already subtracted), flushed: the detector's whole loop-carried path.
+    #[inline(always)]
+    fn lines<const FMA: bool, const MAX: bool>(
+        &self,
+        s: f32,
+        o_aa: f32,
+        o_mid: f32,
+        o_rr: f32,
+    ) -> f32 {
+        let l_aa = madd::<FMA>(self.aa, s, o_aa);
+        let l_mid = madd::<FMA>(self.ar, s, o_mid);
+        let l_rr = madd::<FMA>(self.rr, s, o_rr);
+        if MAX {
+            max_serial(max_serial(l_aa, l_mid), max_serial(l_rr, 0.0))
+        } else {
+            max_serial(min_serial(min_serial(l_aa, l_mid), l_rr), 0.0)
+        }
+    }
+
+    /// Two samples from state `s` (see [`Branch`]), flushed.
+    #[inline(always)]
+    fn pair<const FMA: bool, const MAX: bool>(&self, s: f32, x1: f32, x2: f32) -> f32 {
+        let (ka1, kr1) = (self.ka * x1, self.kr * x1);
+        let (ka2, kr2) = (self.ka * x2 - self.delta, self.kr * x2 - self.delta);
+        let o_aa = madd::<FMA>(self.a, ka1, ka2);
+        let o_ar = madd::<FMA>(self.r, ka1, kr2);
+        let o_ra = madd::<FMA>(self.a, kr1, ka2);
+        let o_mid = if MAX {
+            max_serial(o_ar, o_ra)
+        } else {
+            min_serial(o_ar, o_ra)
+        };
+        let o_rr = madd::<FMA>(self.r, kr1, kr2);
+        self.lines::<FMA, MAX>(s, o_aa, o_mid, o_rr)
+    }
+}
+
+impl Branch {
+    /// Runs the branch with constant poles over the inputs `x`, writing each sample's output
+    /// to `y` (the same length, at most [`CHUNK`]).
+    ///
+    /// The pairs are done in three passes: their offsets (`o_AA`, merged `o_AR`/`o_RA`, `o_RR`,
+    /// which depend on the inputs only; vectorised), the serial recursion `y₀ → y₂` (three
+    /// multiply-adds and three `max` per pair, nothing else), then the odd samples' outputs
+    /// `y₁ = f₁(y₀)` (vectorised).
+    #[inline(always)]
+    fn run<const FMA: bool, const MAX: bool>(&mut self, p: &Poles, x: &[f32], y: &mut [f32]) {
+        const HALF: usize = CHUNK / 2;
+        let n = x.len().min(y.len()).min(CHUNK);
+        if n == 0 {
+            return;
+        }
+        let (x, y) = (&x[..n], &mut y[..n]);
+        let mut s = self.s;
+        let mut i = 0;
+        if self.pending {
+            s = p.pair::<FMA, MAX>(s, self.px, x[0]);
+            y[0] = s;
+            i = 1;
+        }
+        let pairs = (n - i) / 2;
+        let (xb, yb) = (&x[i..i + 2 * pairs], &mut y[i..i + 2 * pairs]);
+        let mut o_aa = [0.0f32; HALF];
+        let mut o_mid = [0.0f32; HALF];
+        let mut o_rr = [0.0f32; HALF];
+        let (o_aa, o_mid, o_rr) = (&mut o_aa[..pairs], &mut o_mid[..pairs], &mut o_rr[..pairs]);
+        for k in 0..pairs {
+            let (x1, x2) = (xb[2 * k], xb[2 * k + 1]);
+            let (ka1, kr1) = (p.ka * x1, p.kr * x1);
+            let (ka2, kr2) = (p.ka * x2 - p.delta, p.kr * x2 - p.delta);
+            o_aa[k] = madd::<FMA>(p.a, ka1, ka2);
+            let o_ar = madd::<FMA>(p.r, ka1, kr2);
+            let o_ra = madd::<FMA>(p.a, kr1, ka2);
+            o_mid[k] = if MAX {
+                max_fast(o_ar, o_ra)
+            } else {
+                min_fast(o_ar, o_ra)
+            };
+            o_rr[k] = madd::<FMA>(p.r, kr1, kr2);
+        }
+        // The recursion; `yb[2k]` holds the state before pair k for the pass below.
+        for k in 0..pairs {
+            yb[2 * k] = s;
+            s = p.lines::<FMA, MAX>(s, o_aa[k], o_mid[k], o_rr[k]);
+            yb[2 * k + 1] = s;
+        }
+        for k in 0..pairs {
+            yb[2 * k] = p.single_vec::<FMA, MAX>(yb[2 * k], xb[2 * k]);
+        }
+        i += 2 * pairs;
+        self.pending = i < n;
+        if self.pending {
+            self.px = x[i];
+            y[i] = p.single::<FMA, MAX>(s, x[i]);
+        }
+        self.s = s;
+        self.y = y[n - 1];
+    }
+
+    /// Runs the branch with attack pole `attack` and a release pole per sample (`release`,
+    /// with `k_release = 1 − release` computed beside it), writing each output to `y`. `ALL_MAX`:
+    /// the attack is no slower than every release (the usual case), else the rule is chosen per
+    /// sample.
+    #[inline(always)]
+    fn run_var<const FMA: bool, const ALL_MAX: bool>(
+        &mut self,
+        attack: f32,
+        delta: f32,
+        x: &[f32],
+        release: &[f32],
+        k_release: &[f32],
+        y: &mut [f32],
+    ) {
+        let n = x.len().min(y.len()).min(release.len()).min(k_release.len());
+        if n == 0 {
+            return;
+        }
+        let (x, y, release, k_release) = (&x[..n], &mut y[..n], &release[..n], &k_release[..n]);
+        let a = attack;
+        let ka = 1.0 - a;
+        let op = |is_max: bool, u: f32, v: f32| {
+            if ALL_MAX || is_max {
+                max_serial(u, v)
+            } else {
+                min_serial(u, v)
+            }
+        };
+        let single = |s: f32, x1: f32, r1: f32, kr1: f32| {
+            op(
+                a <= r1,
+                madd::<FMA>(a, s, ka * x1),
+                madd::<FMA>(r1, s, kr1 * x1),
+            )
+        };
+        let pair = |s: f32, x1: f32, r1: f32, kr1: f32, x2: f32, r2: f32, kr2: f32| {
+            let (ka1, kr1) = (ka * x1, kr1 * x1);
+            let (ka2, kr2) = (ka * x2 - delta, kr2 * x2 - delta);
+            let l_aa = madd::<FMA>(a * a, s, madd::<FMA>(a, ka1, ka2));
+            let l_ar = madd::<FMA>(a * r2, s, madd::<FMA>(r2, ka1, kr2));
+            let l_ra = madd::<FMA>(r1 * a, s, madd::<FMA>(a, kr1, ka2));
+            let l_rr = madd::<FMA>(r1 * r2, s, madd::<FMA>(r2, kr1, kr2));
+            let m2 = a <= r2;
+            max_serial(op(a <= r1, op(m2, l_aa, l_ar), op(m2, l_ra, l_rr)), 0.0)
+        };
+        let mut s = self.s;
+        let mut i = 0;
+        if self.pending {
+            s = pair(s, self.px, self.pr, self.pk, x[0], release[0], k_release[0]);
+            y[0] = s;
+            i = 1;
+        }
+        while i + 2 <= n {
+            let (x1, r1, kr1) = (x[i], release[i], k_release[i]);
+            y[i] = single(s, x1, r1, kr1);
+            s = pair(s, x1, r1, kr1, x[i + 1], release[i + 1], k_release[i + 1]);
+            y[i + 1] = s;
+            i += 2;
+        }
+        self.pending = i < n;
+        if self.pending {
+            self.px = x[i];
+            self.pr = release[i];
+            self.pk = k_release[i];
+            y[i] = single(s, x[i], release[i], k_release[i]);
+        }
+        self.s = s;
+        self.y = y[n - 1];
+    }
+
+    /// At rest: `x = 0` leaves it exactly at 0.
+    #[inline]
+    fn at_rest(&self) -> bool {
+        self.s == 0.0 && self.y == 0.0 && (!self.pending || self.px == 0.0)
+    }
+
+    /// Accounts for `n` samples of `x = 0` on a branch at rest (`release`: the release pole
+    /// and `1 −` it that a pending sample would carry).
+    #[inline]
+    fn skip_at_rest(&mut self, n: usize, release: (f32, f32)) {
+        if n % 2 == 1 {
+            self.pending = !self.pending;
+            self.px = 0.0;
+            (self.pr, self.pk) = release;
+        }
+    }
+
+    /// Sets the branch to a steady state `level` (no pair pending).
+    fn prime(&mut self, level: f32) {
+        *self = Self {
+            y: level,
+            s: level,
+            ..Self::default()
+        };
+    }
+
+    fn is_finite(&self) -> bool {
+        self.y.is_finite() && self.s.is_finite() && self.px.is_finite()
+    }
+}
+
 /// State of the level detector (all in the log domain).
 #[derive(Debug, Clone, Copy, Default)]
 struct DetectorState {
     /// Detector output `y_L` (dB of gain reduction, ≥ 0); the fast branch with auto release.
-    gr_db: f32,
+    fast: Branch,
     /// Slow branch of the automatic release (dB, ≥ 0).
-    slow_gr_db: f32,
+    slow: Branch,
     /// Opto memory `μ`, 0..1.
-    opto_memory: f32,
+    memory: Branch,
 }
 
 impl DetectorState {
-    /// One sample: takes the overshoot `x_L`, returns the gain reduction in dB.
-    #[inline(always)]
-    fn step<const FMA: bool, const AUTO: bool, const OPTO: bool>(
-        &mut self,
-        over: f32,
-        co: &Coeffs,
-    ) -> f32 {
-        let release = if OPTO {
-            // Charged by the demanded reduction `x_L` rather than by `y_L`: the memory's
-            // 1 s time constant dwarfs attack and release anyway, and this keeps the memory
-            // out of the detector's feedback loop (which halves the cost).
-            let target = min_fast(over * (1.0 / OPTO_DEPTH_REF_DB), 1.0);
-            let memory = branch::<FMA>(target, self.opto_memory, co.opto_charge, co.opto_discharge);
-            self.opto_memory = if memory < GR_FLUSH_DB { 0.0 } else { memory };
-            let base = if AUTO {
-                co.auto_fast_release
-            } else {
-                co.release
-            };
-            1.0 - (1.0 - base) / (1.0 + OPTO_SLOWDOWN * self.opto_memory)
-        } else if AUTO {
-            co.auto_fast_release
-        } else {
-            co.release
-        };
-        let gr = branch::<FMA>(over, self.gr_db, co.attack, release);
-        self.gr_db = if gr < GR_FLUSH_DB { 0.0 } else { gr };
-        if AUTO {
-            let slow = branch::<FMA>(
-                over,
-                self.slow_gr_db,
-                co.auto_slow_attack,
-                co.auto_slow_release,
-            );
-            self.slow_gr_db = if slow < GR_FLUSH_DB { 0.0 } else { slow };
-            max_fast(self.gr_db, self.slow_gr_db)
-        } else {
-            self.gr_db
-        }
-    }
-
-    /// No gain reduction pending: an input under the knee leaves the state exactly as it is.
+    /// No gain reduction pending: an input under the knee leaves the state exactly as it is
+    /// (but for the pair phase, see [`Branch::skip_at_rest`]).
     #[inline]
     fn at_rest(&self) -> bool {
-        self.gr_db == 0.0 && self.slow_gr_db == 0.0 && self.opto_memory == 0.0
+        self.fast.at_rest() && self.slow.at_rest() && self.memory.at_rest()
     }
 
     fn is_finite(&self) -> bool {
-        self.gr_db.is_finite() && self.slow_gr_db.is_finite() && self.opto_memory.is_finite()
+        self.fast.is_finite() && self.slow.is_finite() && self.memory.is_finite()
     }
+}
+
+/// Release pole and `1 − pole` of the opto character for memory `μ` and base release pole
+/// `α_R`: `k = (1 − α_R)/(1 + 4μ)`, pole `1 − k` (see the module documentation).
+#[inline(always)]
+fn opto_release(base: f32, memory: f32) -> (f32, f32) {
+    let k = (1.0 - base) / (1.0 + OPTO_SLOWDOWN * memory);
+    (1.0 - k, k)
 }
 
 /// The static curve of `settings` (clamped to their ranges): steady-state output level in dB
 /// for a steady input level `input_db` (peak, dBFS), makeup included, mix not. For drawing.
 pub fn static_curve_db(settings: &CompressorSettings, input_db: f32) -> f32 {
     let s = Clamped::from(settings);
-    input_db - overshoot_db(input_db, s.threshold_db, s.knee_db, s.slope) + s.makeup_db
+    let inv_knee = inv_double_knee(s.knee_db);
+    input_db - overshoot_db(input_db, s.threshold_db, s.knee_db, inv_knee, s.slope) + s.makeup_db
 }
 
 /// Settings clamped to their documented ranges (NaN falls back to the default, ±∞ to the
@@ -280,32 +630,46 @@ impl From<&CompressorSettings> for Clamped {
 /// Detector coefficients derived from the time constants and the sample rate.
 #[derive(Debug, Clone, Copy)]
 struct Coeffs {
-    /// `α_A`.
+    /// `α_A`, 0..1.
     attack: f32,
-    /// `α_R` from `release_ms`.
-    release: f32,
-    /// Fast-branch release of the automatic release.
+    /// Fast-branch release pole of the automatic release, 0..1.
     auto_fast_release: f32,
-    /// Slow-branch attack of the automatic release (never faster than `attack`).
-    auto_slow_attack: f32,
-    /// Slow-branch release of the automatic release.
-    auto_slow_release: f32,
-    /// Opto memory charge.
-    opto_charge: f32,
-    /// Opto memory discharge.
-    opto_discharge: f32,
+    /// `α_R` from `release_ms`, 0..1.
+    release: f32,
+    /// Poles of the `Clean` detector: `α_A`, `α_R`.
+    clean: Poles,
+    /// Poles of the fast branch of the automatic release (`Clean`): `α_A` and 50 ms.
+    auto_fast: Poles,
+    /// Poles of the slow branch of the automatic release: 300 ms (never faster than the
+    /// attack) and 1.5 s.
+    slow: Poles,
+    /// Poles of the opto memory: charge 1 s, discharge 3 s.
+    memory: Poles,
+    /// Flush step of the opto fast branch (its release pole varies; `δ` of its slowest pole).
+    opto_delta: f32,
 }
 
 impl Coeffs {
     fn new(attack_ms: f32, release_ms: f32, sample_rate: f32) -> Self {
+        let attack = one_pole_coeff(attack_ms, sample_rate);
+        let release = one_pole_coeff(release_ms, sample_rate);
+        let auto_fast_release = one_pole_coeff(AUTO_FAST_RELEASE_MS, sample_rate);
+        let slowest = opto_release(release.max(auto_fast_release), 1.0).0;
         Self {
-            attack: one_pole_coeff(attack_ms, sample_rate),
-            release: one_pole_coeff(release_ms, sample_rate),
-            auto_fast_release: one_pole_coeff(AUTO_FAST_RELEASE_MS, sample_rate),
-            auto_slow_attack: one_pole_coeff(AUTO_SLOW_ATTACK_MS.max(attack_ms), sample_rate),
-            auto_slow_release: one_pole_coeff(AUTO_SLOW_RELEASE_MS, sample_rate),
-            opto_charge: one_pole_coeff(OPTO_CHARGE_MS, sample_rate),
-            opto_discharge: one_pole_coeff(OPTO_DISCHARGE_MS, sample_rate),
+            attack,
+            auto_fast_release,
+            release,
+            clean: Poles::new(attack, release),
+            auto_fast: Poles::new(attack, auto_fast_release),
+            slow: Poles::new(
+                one_pole_coeff(AUTO_SLOW_ATTACK_MS.max(attack_ms), sample_rate),
+                one_pole_coeff(AUTO_SLOW_RELEASE_MS, sample_rate),
+            ),
+            memory: Poles::new(
+                one_pole_coeff(OPTO_CHARGE_MS, sample_rate),
+                one_pole_coeff(OPTO_DISCHARGE_MS, sample_rate),
+            ),
+            opto_delta: Poles::new(attack, slowest).delta,
         }
     }
 }
@@ -319,8 +683,9 @@ impl Coeffs {
 /// `α_A ≤ α_R` (attack faster than release): for `x > y` the attack moves further towards `x`,
 /// for `x ≤ y` the release stays higher (they are equal for `x = y`); the smaller one when
 /// `α_A > α_R`, by the same argument. `α_A ≤ α_R` does not depend on `y`, so the choice is off
-/// the critical path, and the maximum is a single instruction.
-#[inline(always)]
+/// the critical path, and the maximum is a single instruction. (The reference for the
+/// two-sample step of [`Branch`].)
+#[cfg(test)]
 fn branch<const FMA: bool>(x: f32, y: f32, attack: f32, release: f32) -> f32 {
     let ya = madd::<FMA>(attack, y, (1.0 - attack) * x);
     let yr = madd::<FMA>(release, y, (1.0 - release) * x);
@@ -348,6 +713,35 @@ fn max_fast(a: f32, b: f32) -> f32 {
 #[inline(always)]
 fn min_fast(a: f32, b: f32) -> f32 {
     if a < b { a } else { b }
+}
+
+/// [`max_fast`] for the serial detector loops, where the compiler would otherwise turn the
+/// comparison into a branch (mispredicted whenever the detector switches between attack and
+/// release): `maxss` on x86-64 (SSE, always present), which returns its second operand unless
+/// the first is larger, exactly as [`max_fast`]. Not for loops meant to vectorise.
+#[inline(always)]
+fn max_serial(a: f32, b: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cvtss_f32, _mm_max_ss, _mm_set_ss};
+        // SAFETY: SSE is part of the x86-64 baseline, always available.
+        unsafe { _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(a), _mm_set_ss(b))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    max_fast(a, b)
+}
+
+/// [`min_fast`] for the serial detector loops (see [`max_serial`]).
+#[inline(always)]
+fn min_serial(a: f32, b: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cvtss_f32, _mm_min_ss, _mm_set_ss};
+        // SAFETY: SSE is part of the x86-64 baseline, always available.
+        unsafe { _mm_cvtss_f32(_mm_min_ss(_mm_set_ss(a), _mm_set_ss(b))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    min_fast(a, b)
 }
 
 /// Stereo-linked feed-forward compressor (per stem, and the master glue).
@@ -465,6 +859,14 @@ impl Compressor {
         self.enable
             .set_target(if settings.enabled { 1.0 } else { 0.0 });
         self.clamped = c;
+        // A branch that is not used keeps no state (it would read on the meter and keep the
+        // detector from resting).
+        if !settings.auto_release {
+            self.detector.slow = Branch::default();
+        }
+        if settings.character != CompCharacter::Opto {
+            self.detector.memory = Branch::default();
+        }
         self.auto_release = settings.auto_release;
         self.character = settings.character;
         self.key = settings.key;
@@ -493,7 +895,7 @@ impl Compressor {
         if self.bypassed {
             0.0
         } else {
-            self.detector.gr_db.max(self.detector.slow_gr_db)
+            self.detector.fast.y.max(self.detector.slow.y)
         }
     }
 
@@ -505,7 +907,9 @@ impl Compressor {
     /// Static curve of the current (target) settings: see [`static_curve_db`].
     pub fn static_curve_db(&self, input_db: f32) -> f32 {
         let c = &self.clamped;
-        input_db - overshoot_db(input_db, c.threshold_db, c.knee_db, c.slope) + c.makeup_db
+        let inv_knee = inv_double_knee(c.knee_db);
+        input_db - overshoot_db(input_db, c.threshold_db, c.knee_db, inv_knee, c.slope)
+            + c.makeup_db
     }
 
     /// Processes a stereo block in place (`min(left.len(), right.len())` frames). The detector
@@ -561,10 +965,11 @@ impl Compressor {
             None => peak(left, right),
         };
         let c = &self.clamped;
-        let over = overshoot(level, -1.0, c.threshold_db, c.knee_db, c.slope);
-        self.detector.gr_db = over;
+        let inv_knee = inv_double_knee(c.knee_db);
+        let over = overshoot::<false>(level, -1.0, c.threshold_db, c.knee_db, inv_knee, c.slope);
+        self.detector.fast.prime(over);
         if self.auto_release {
-            self.detector.slow_gr_db = over;
+            self.detector.slow.prime(over);
         }
     }
 
@@ -610,12 +1015,13 @@ impl Compressor {
 
     /// The processing loop, specialised on the detector variant and the key source.
     ///
-    /// While a control ramps, samples go one at a time through the scalar path. Once every
-    /// control is settled (the usual case) the rest of the block is cut into chunks of
-    /// [`CHUNK`] frames processed in passes that the compiler vectorises — sanitising and
-    /// levels, gain computer, then (serially) the detector, then gain and mix — with the same
-    /// arithmetic as the scalar path, so the output does not depend on the block size. A chunk
-    /// whose level stays under the knee while the detector is at rest skips all but the gain.
+    /// The block is cut into chunks of [`CHUNK`] frames processed in passes: sanitising,
+    /// levels and the gain computer (vectorised while the controls are settled, sample by
+    /// sample with the smoothers ticking while one ramps — the same arithmetic either way),
+    /// then the detector branches (serial, two samples per step, see [`Branch`]), then gain
+    /// and mix. Nothing depends on where a block or chunk starts, so the output does not depend
+    /// on the block size. A settled chunk whose level stays under the knee while the detector
+    /// is at rest skips all but the gain.
     #[inline(always)]
     fn run<const FMA: bool, const AUTO: bool, const OPTO: bool, const KEYED: bool>(
         &mut self,
@@ -637,72 +1043,147 @@ impl Compressor {
                 l.abs().max(r.abs())
             }
         };
+        // Work buffers, reused by every chunk.
+        let mut sl = [0.0f32; CHUNK];
+        let mut sr = [0.0f32; CHUNK];
+        let mut over = [0.0f32; CHUNK];
+        let mut gr = [0.0f32; CHUNK];
+        let mut aux = [0.0f32; CHUNK];
+        let mut rel = [0.0f32; CHUNK];
+        let mut krel = [0.0f32; CHUNK];
+        let mut makeups = [0.0f32; CHUNK];
+        let mut mixes = [0.0f32; CHUNK];
+        // The release pole of the fast branch at rest (no opto memory).
+        let base_release = if AUTO {
+            co.auto_fast_release
+        } else {
+            co.release
+        };
+        let rest_release = opto_release(base_release, 0.0);
 
-        // Scalar path while controls ramp.
         let mut i = 0;
-        while i < n && self.controls_moving() {
-            let l = sanitize(left[i]);
-            let r = sanitize(right[i]);
-            let level = level_of(l, r, i);
-            let curve_settled = !(self.threshold_db.is_smoothing() || self.knee_db.is_smoothing());
-            let threshold_db = self.threshold_db.tick();
-            let knee_db = self.knee_db.tick();
-            let slope = self.slope.tick();
-            // The knee floor is only valid for the settled curve; −1 never skips.
-            let floor = if curve_settled {
-                self.knee_floor_level
-            } else {
-                -1.0
-            };
-            let over = overshoot(level, floor, threshold_db, knee_db, slope);
-            let gr = det.step::<FMA, AUTO, OPTO>(over, &co);
-            max_gr = max_gr.max(gr);
-            let makeup = self.makeup_gain.tick();
-            let m = self.mix.tick() * self.enable.tick();
-            let g = mix_gain(gr, makeup, m);
-            left[i] = l * g;
-            right[i] = r * g;
-            i += 1;
-        }
-
-        // Settled controls: chunked passes.
-        let threshold_db = self.threshold_db.value();
-        let knee_db = self.knee_db.value();
-        let slope = self.slope.value();
-        let floor = self.knee_floor_level;
-        let makeup = self.makeup_gain.value();
-        let m = self.mix.value() * self.enable.value();
-        let unity = mix_gain(0.0, makeup, m);
         while i < n {
             let len = (n - i).min(CHUNK);
             let lc = &mut left[i..i + len];
             let rc = &mut right[i..i + len];
-            let mut sl = [0.0f32; CHUNK];
-            let mut sr = [0.0f32; CHUNK];
-            let mut buf = [0.0f32; CHUNK];
-            let (sl, sr, buf) = (&mut sl[..len], &mut sr[..len], &mut buf[..len]);
-            for j in 0..len {
-                sl[j] = sanitize(lc[j]);
-                sr[j] = sanitize(rc[j]);
-                buf[j] = level_of(sl[j], sr[j], i + j);
-            }
-            let below_knee = buf.iter().all(|&level| level <= floor);
-            if below_knee && det.at_rest() {
-                // The gain reduction stays exactly 0.
+            let (sl, sr) = (&mut sl[..len], &mut sr[..len]);
+            let (over, gr) = (&mut over[..len], &mut gr[..len]);
+            let moving = self.controls_moving();
+            if moving {
+                // A control ramps: the gain computer sample by sample, the smoothers ticking.
                 for j in 0..len {
-                    lc[j] = sl[j] * unity;
-                    rc[j] = sr[j] * unity;
+                    sl[j] = sanitize(lc[j]);
+                    sr[j] = sanitize(rc[j]);
+                    let level = level_of(sl[j], sr[j], i + j);
+                    let curve_settled =
+                        !(self.threshold_db.is_smoothing() || self.knee_db.is_smoothing());
+                    let threshold_db = self.threshold_db.tick();
+                    let knee_db = self.knee_db.tick();
+                    let slope = self.slope.tick();
+                    // The knee floor is only valid for the settled curve; −1 never skips.
+                    let floor = if curve_settled {
+                        self.knee_floor_level
+                    } else {
+                        -1.0
+                    };
+                    let inv_knee = inv_double_knee(knee_db);
+                    over[j] =
+                        overshoot::<FMA>(level, floor, threshold_db, knee_db, inv_knee, slope);
+                    makeups[j] = self.makeup_gain.tick();
+                    mixes[j] = self.mix.tick() * self.enable.tick();
                 }
             } else {
-                for v in buf.iter_mut() {
-                    *v = overshoot(*v, floor, threshold_db, knee_db, slope);
-                }
-                for v in buf.iter_mut() {
-                    *v = det.step::<FMA, AUTO, OPTO>(*v, &co);
-                }
-                max_gr = buf.iter().fold(max_gr, |a, &b| a.max(b));
+                let floor = self.knee_floor_level;
                 for j in 0..len {
-                    let g = mix_gain(buf[j], makeup, m);
+                    sl[j] = sanitize(lc[j]);
+                    sr[j] = sanitize(rc[j]);
+                    over[j] = level_of(sl[j], sr[j], i + j);
+                }
+                let below_knee = over.iter().fold(true, |b, &level| b & (level <= floor));
+                if below_knee && det.at_rest() {
+                    // The gain reduction stays exactly 0.
+                    det.fast.skip_at_rest(len, rest_release);
+                    if AUTO {
+                        det.slow.skip_at_rest(len, (0.0, 0.0));
+                    }
+                    if OPTO {
+                        det.memory.skip_at_rest(len, (0.0, 0.0));
+                    }
+                    let unity = mix_gain::<FMA>(0.0, self.makeup_gain.value(), self.mix_value());
+                    for j in 0..len {
+                        lc[j] = sl[j] * unity;
+                        rc[j] = sr[j] * unity;
+                    }
+                    i += len;
+                    continue;
+                }
+                let (threshold_db, knee_db, slope) = (
+                    self.threshold_db.value(),
+                    self.knee_db.value(),
+                    self.slope.value(),
+                );
+                let inv_knee = inv_double_knee(knee_db);
+                for v in over.iter_mut() {
+                    *v = overshoot::<FMA>(*v, floor, threshold_db, knee_db, inv_knee, slope);
+                }
+            }
+
+            // Detector branches.
+            if OPTO {
+                let (target, memory) = (&mut aux[..len], &mut rel[..len]);
+                for (t, &o) in target.iter_mut().zip(over.iter()) {
+                    *t = min_fast(o * (1.0 / OPTO_DEPTH_REF_DB), 1.0);
+                }
+                det.memory.run::<FMA, true>(&co.memory, target, memory);
+                let krel = &mut krel[..len];
+                for (m, k) in memory.iter_mut().zip(krel.iter_mut()) {
+                    (*m, *k) = opto_release(base_release, *m);
+                }
+                if co.attack <= base_release {
+                    det.fast
+                        .run_var::<FMA, true>(co.attack, co.opto_delta, over, memory, krel, gr);
+                } else {
+                    det.fast.run_var::<FMA, false>(
+                        co.attack,
+                        co.opto_delta,
+                        over,
+                        memory,
+                        krel,
+                        gr,
+                    );
+                }
+            } else {
+                let p = if AUTO { &co.auto_fast } else { &co.clean };
+                if p.max {
+                    det.fast.run::<FMA, true>(p, over, gr);
+                } else {
+                    det.fast.run::<FMA, false>(p, over, gr);
+                }
+            }
+            if AUTO {
+                let slow = &mut aux[..len];
+                if co.slow.max {
+                    det.slow.run::<FMA, true>(&co.slow, over, slow);
+                } else {
+                    det.slow.run::<FMA, false>(&co.slow, over, slow);
+                }
+                for (g, &s) in gr.iter_mut().zip(slow.iter()) {
+                    *g = max_fast(*g, s);
+                }
+            }
+            max_gr = gr.iter().fold(max_gr, |a, &b| a.max(b));
+
+            // Gain and mix.
+            if moving {
+                for j in 0..len {
+                    let g = mix_gain::<FMA>(gr[j], makeups[j], mixes[j]);
+                    lc[j] = sl[j] * g;
+                    rc[j] = sr[j] * g;
+                }
+            } else {
+                let (makeup, m) = (self.makeup_gain.value(), self.mix_value());
+                for j in 0..len {
+                    let g = mix_gain::<FMA>(gr[j], makeup, m);
                     lc[j] = sl[j] * g;
                     rc[j] = sr[j] * g;
                 }
@@ -711,6 +1192,12 @@ impl Compressor {
         }
         self.detector = det;
         self.max_gr_db = max_gr;
+    }
+
+    /// The settled wet share: mix times the bypass fade.
+    #[inline]
+    fn mix_value(&self) -> f32 {
+        self.mix.value() * self.enable.value()
     }
 
     /// True while a control that the loop reads is ramping.
@@ -868,6 +1355,65 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn two_sample_steps_match_the_per_sample_rule() {
+        // Constant poles (both orders) and per-sample release poles, from random states and
+        // inputs: the two-sample step against two steps of the rule (minus its flush `δ`).
+        let mut seed = 0x1234_5678u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            (seed >> 8) as f32 / (1u32 << 24) as f32
+        };
+        for _ in 0..100_000 {
+            let (s, x1, x2) = (40.0 * next(), 40.0 * next(), 40.0 * next());
+            let (a, r) = (next(), next());
+            let two = branch::<false>(x2, branch::<false>(x1, s, a, r), a, r);
+            let tol = 1e-5 * (1.0 + s.max(x1).max(x2));
+            let p = Poles::new(a, r);
+            let got = if p.max {
+                p.pair::<false, true>(s, x1, x2)
+            } else {
+                p.pair::<false, false>(s, x1, x2)
+            };
+            assert!(
+                (got - two).abs() <= tol,
+                "{s} {x1} {x2} {a} {r}: {got} vs {two}"
+            );
+            // Variable release: a different pole on each sample.
+            let (r1, r2) = (next(), next());
+            let two = branch::<false>(x2, branch::<false>(x1, s, a, r1), a, r2);
+            let mut b = Branch {
+                s,
+                ..Branch::default()
+            };
+            let mut y = [0.0f32; 2];
+            b.run_var::<false, false>(a, 0.0, &[x1, x2], &[r1, r2], &[1.0 - r1, 1.0 - r2], &mut y);
+            assert!((y[1] - two).abs() <= tol, "var: {} vs {two}", y[1]);
+            assert!((y[0] - branch::<false>(x1, s, a, r1)).abs() <= tol);
+        }
+    }
+
+    #[test]
+    fn division_free_log_is_accurate() {
+        let mut x = 1.0e-20f32;
+        while x < 1.0e6 {
+            let exact = (x as f64).log2();
+            for got in [log2_poly::<false>(x), log2_poly::<true>(x)] {
+                let err = (got as f64 - exact).abs();
+                // Fit error 2.5·10⁻⁷ plus the rounding of the f32 result.
+                assert!(
+                    err < 2.5e-7 + 1.2e-7 * exact.abs(),
+                    "log2 error {err} at {x}"
+                );
+            }
+            x *= 1.0007;
+        }
+        assert_eq!(log2_poly::<false>(1.0), 0.0);
+        assert_eq!(log2_poly::<false>(0.25), -2.0);
     }
 
     #[test]

@@ -55,6 +55,14 @@ const IDLE_STATE: f64 = 1.0e-12;
 /// Cuts smaller than this (dB) are flushed to exactly 0 dB.
 const MIN_CUT_DB: f64 = 1.0e-6;
 
+/// Smallest change of the bell's gain (dB) worth a redesign: the bell follows the cut in steps
+/// of at least this much (each ramped over a segment), except that it always lands exactly on
+/// 0 dB. A 0.05 dB step of a band's gain, spread over 16 samples, is far below audibility
+/// (gain steps of ~0.2 dB are the smallest heard on steady tones, and only as level
+/// differences); it spares the redesign (and the coefficient ramp) of most segments while the
+/// cut releases slowly or hovers.
+const BELL_STEP_DB: f64 = 0.05;
+
 /// Samples per segment.
 const SEG: usize = SEGMENT as usize;
 
@@ -67,6 +75,33 @@ const LOG2_AMPLITUDE_PER_DB: f64 = std::f64::consts::LOG2_10 / 40.0;
 
 /// `10·log10(2)`: dB of power per octave.
 const DB_PER_LOG2_POWER: f64 = 10.0 * std::f64::consts::LOG10_2;
+
+/// `max(a, b)` for non-NaN inputs without a branch (`maxsd` on x86-64: the second operand
+/// unless the first is larger).
+#[inline(always)]
+fn max_f64(a: f64, b: f64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cvtsd_f64, _mm_max_sd, _mm_set_sd};
+        // SAFETY: SSE2 is part of the x86-64 baseline, always available.
+        unsafe { _mm_cvtsd_f64(_mm_max_sd(_mm_set_sd(a), _mm_set_sd(b))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    if a > b { a } else { b }
+}
+
+/// `min(a, b)` for non-NaN inputs without a branch (see [`max_f64`]).
+#[inline(always)]
+fn min_f64(a: f64, b: f64) -> f64 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_cvtsd_f64, _mm_min_sd, _mm_set_sd};
+        // SAFETY: SSE2 is part of the x86-64 baseline, always available.
+        unsafe { _mm_cvtsd_f64(_mm_min_sd(_mm_set_sd(a), _mm_set_sd(b))) }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    if a < b { a } else { b }
+}
 
 /// Clamped [`DynEqSettings`].
 fn clamp_settings(s: &DynEqSettings, sample_rate: f32) -> DynEqSettings {
@@ -307,7 +342,12 @@ impl DynamicEq {
             self.detector.ramp_to(self.design_detector(), SEGMENT);
         }
         let gain_db = -self.cut_db * self.enable.value() as f64;
-        if moved || gain_db != self.bell_gain_db {
+        let changed = if gain_db == 0.0 {
+            self.bell_gain_db != 0.0
+        } else {
+            (gain_db - self.bell_gain_db).abs() >= BELL_STEP_DB
+        };
+        if moved || changed {
             self.bell_gain_db = gain_db;
             Some(self.design_bell())
         } else {
@@ -338,12 +378,18 @@ impl DynamicEq {
         let range = self.range_db.tick() as f64;
         let fade = self.enable.tick();
         let target = ((level_db - threshold) * slope).clamp(0.0, range);
-        let pole = if target > self.cut_db {
-            self.attack_pole
+        // The attack pole if `target > cut`, else the release pole: both candidates, and the
+        // rule picks the larger when the attack is the faster pole (it moves further up, the
+        // release stays higher), the smaller otherwise (as in the compressor's detector). No
+        // branch: a mispredicted one per segment cost more than the rest of this function.
+        let cut = self.cut_db;
+        let by_attack = target + self.attack_pole * (cut - target);
+        let by_release = target + self.release_pole * (cut - target);
+        self.cut_db = if self.attack_pole <= self.release_pole {
+            max_f64(by_attack, by_release)
         } else {
-            self.release_pole
+            min_f64(by_attack, by_release)
         };
-        self.cut_db = target + pole * (self.cut_db - target);
         if self.cut_db < MIN_CUT_DB {
             self.cut_db = 0.0;
         }
@@ -430,7 +476,6 @@ impl DynamicEq {
                 self.end_segment(SEG * q);
             }
             let more = q + 1 < parts;
-            let next = if more { self.begin_segment() } else { None };
             let (head, tail) = buf.split_at_mut(b);
             let (_, b_next) = if more { bounds(q + 1) } else { (b, b) };
             let ahead = &tail[..b_next - b];
@@ -441,7 +486,11 @@ impl DynamicEq {
             } else {
                 cut_and_detect::<false>(bell, &mut head[a..], det, ahead, power);
             }
-            if let Some(c) = next {
+            // The next segment's bell, decided only now: the envelope above is a long chain
+            // of dependent operations that the processor overlaps with the loop just issued,
+            // and a mispredicted branch on its result would have thrown that loop's work away
+            // had it come first. (Nothing in the loop reads or writes what this reads.)
+            if more && let Some(c) = self.begin_segment() {
                 self.bell.ramp_to(c, SEGMENT);
             }
         }
