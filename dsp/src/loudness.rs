@@ -645,89 +645,7 @@ mod simd {
         k: &KWeighting,
         x: [&[[f32; 8]]; 2],
     ) -> [([f32; 8], [f32; 8]); 2] {
-        let c = super::coeffs_f32(k);
-        let s = _mm256_set1_ps;
-        let (b0, b1, b2) = (s(c[0]), s(c[1]), s(c[2]));
-        let (na1, na2) = (s(-c[3]), s(-c[4]));
-        let (nc1, nc2) = (s(-c[5]), s(-c[6]));
-        // SAFETY (loads and stores): every pointer is to a `[f32; 8]`.
-        let ld = |v: &[f32; 8]| unsafe { _mm256_loadu_ps(v.as_ptr()) };
-        let st = |v: __m256| {
-            let mut out = [0.0f32; 8];
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-            out
-        };
-        let [la, lb] = pair;
-        let load = |l: &KLanes8| {
-            [
-                ld(&l.x1),
-                ld(&l.x2),
-                ld(&l.y1),
-                ld(&l.y2),
-                ld(&l.z1),
-                ld(&l.z2),
-                ld(&l.acc),
-            ]
-        };
-        let [
-            mut ax1,
-            mut ax2,
-            mut ay1,
-            mut ay2,
-            mut az1,
-            mut az2,
-            mut aacc,
-        ] = load(la);
-        let [
-            mut bx1,
-            mut bx2,
-            mut by1,
-            mut by2,
-            mut bz1,
-            mut bz2,
-            mut bacc,
-        ] = load(lb);
-        let z = _mm256_setzero_ps();
-        let (mut asq, mut across, mut bsq, mut bcross) = (z, z, z, z);
-        let n = x[0].len().min(x[1].len());
-        for (xa, xb) in x[0][..n].iter().zip(&x[1][..n]) {
-            let (xa, xb) = (ld(xa), ld(xb));
-            asq = _mm256_fmadd_ps(xa, xa, asq);
-            bsq = _mm256_fmadd_ps(xb, xb, bsq);
-            across = _mm256_fmadd_ps(xa, _mm256_permute_ps::<0b1011_0001>(xa), across);
-            bcross = _mm256_fmadd_ps(xb, _mm256_permute_ps::<0b1011_0001>(xb), bcross);
-            let ffa = _mm256_fmadd_ps(b2, ax2, _mm256_fmadd_ps(b1, ax1, _mm256_mul_ps(b0, xa)));
-            let ffb = _mm256_fmadd_ps(b2, bx2, _mm256_fmadd_ps(b1, bx1, _mm256_mul_ps(b0, xb)));
-            let ya = _mm256_fmadd_ps(na1, ay1, _mm256_fmadd_ps(na2, ay2, ffa));
-            let yb = _mm256_fmadd_ps(na1, by1, _mm256_fmadd_ps(na2, by2, ffb));
-            let da = _mm256_sub_ps(_mm256_sub_ps(ya, ay1), _mm256_sub_ps(ay1, ay2));
-            let db = _mm256_sub_ps(_mm256_sub_ps(yb, by1), _mm256_sub_ps(by1, by2));
-            let za = _mm256_fmadd_ps(nc1, az1, _mm256_fmadd_ps(nc2, az2, da));
-            let zb = _mm256_fmadd_ps(nc1, bz1, _mm256_fmadd_ps(nc2, bz2, db));
-            aacc = _mm256_fmadd_ps(za, za, aacc);
-            bacc = _mm256_fmadd_ps(zb, zb, bacc);
-            (ax2, ax1, ay2, ay1, az2, az1) = (ax1, xa, ay1, ya, az1, za);
-            (bx2, bx1, by2, by1, bz2, bz1) = (bx1, xb, by1, yb, bz1, zb);
-        }
-        *la = KLanes8 {
-            x1: st(ax1),
-            x2: st(ax2),
-            y1: st(ay1),
-            y2: st(ay2),
-            z1: st(az1),
-            z2: st(az2),
-            acc: st(aacc),
-        };
-        *lb = KLanes8 {
-            x1: st(bx1),
-            x2: st(bx2),
-            y1: st(by1),
-            y2: st(by2),
-            z1: st(bz1),
-            z2: st(bz2),
-            acc: st(bacc),
-        };
-        [(st(asq), st(across)), (st(bsq), st(bcross))]
+        k_weight_groups(pair, k, x)
     }
 
     /// Eight `f32` lanes in one 256-bit register; also returns `Σx²` and `Σ x·x'` per lane
@@ -738,44 +656,161 @@ mod simd {
         k: &KWeighting,
         x: &[[f32; 8]],
     ) -> ([f32; 8], [f32; 8]) {
-        let c = super::coeffs_f32(k);
-        let s = _mm256_set1_ps;
-        let (b0, b1, b2) = (s(c[0]), s(c[1]), s(c[2]));
-        let (na1, na2) = (s(-c[3]), s(-c[4]));
-        let (nc1, nc2) = (s(-c[5]), s(-c[6]));
-        // SAFETY (loads and stores): every pointer is to a `[f32; 8]`.
-        let ld = |v: &[f32; 8]| unsafe { _mm256_loadu_ps(v.as_ptr()) };
-        let (mut x1, mut x2) = (ld(&lanes.x1), ld(&lanes.x2));
-        let (mut y1, mut y2) = (ld(&lanes.y1), ld(&lanes.y2));
-        let (mut z1, mut z2) = (ld(&lanes.z1), ld(&lanes.z2));
-        let mut acc = ld(&lanes.acc);
-        let (mut sq, mut cross) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for xn in x {
-            let xi = ld(xn);
-            sq = _mm256_fmadd_ps(xi, xi, sq);
-            cross = _mm256_fmadd_ps(xi, _mm256_permute_ps::<0b1011_0001>(xi), cross);
-            let ff = _mm256_fmadd_ps(b2, x2, _mm256_fmadd_ps(b1, x1, _mm256_mul_ps(b0, xi)));
-            let y = _mm256_fmadd_ps(na1, y1, _mm256_fmadd_ps(na2, y2, ff));
+        let [out] = k_weight_groups([lanes], k, [x]);
+        out
+    }
+
+    /// The K-weighting coefficients broadcast to eight lanes: `b0, b1, b2, −a1, −a2, −c1,
+    /// −c2`.
+    struct Coeffs8 {
+        b0: __m256,
+        b1: __m256,
+        b2: __m256,
+        na1: __m256,
+        na2: __m256,
+        nc1: __m256,
+        nc2: __m256,
+    }
+
+    /// Eight lanes from a frame.
+    #[inline(always)]
+    fn ld(v: &[f32; 8]) -> __m256 {
+        // SAFETY: eight floats; only called from AVX2 code.
+        unsafe { _mm256_loadu_ps(v.as_ptr()) }
+    }
+
+    /// A frame from eight lanes.
+    #[inline(always)]
+    fn st(v: __m256) -> [f32; 8] {
+        let mut out = [0.0f32; 8];
+        // SAFETY: eight floats; only called from AVX2 code.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        out
+    }
+
+    /// One frame of one group: the shelf output `y` and high-pass output `z` from the input
+    /// `x0` and its two predecessors, the outputs before (`y1, y2, z1, z2`); adds `z²` to
+    /// `acc`. The operations and their order are those of [`KLanes8::process`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        c: &Coeffs8,
+        [x0, x1, x2]: [__m256; 3],
+        y1: __m256,
+        y2: __m256,
+        z1: __m256,
+        z2: __m256,
+        acc: &mut __m256,
+    ) -> (__m256, __m256) {
+        // SAFETY (all intrinsics here): only called from AVX2 + FMA code.
+        unsafe {
+            let ff = _mm256_fmadd_ps(c.b2, x2, _mm256_fmadd_ps(c.b1, x1, _mm256_mul_ps(c.b0, x0)));
+            let y = _mm256_fmadd_ps(c.na1, y1, _mm256_fmadd_ps(c.na2, y2, ff));
             let d = _mm256_sub_ps(_mm256_sub_ps(y, y1), _mm256_sub_ps(y1, y2));
-            let z = _mm256_fmadd_ps(nc1, z1, _mm256_fmadd_ps(nc2, z2, d));
-            acc = _mm256_fmadd_ps(z, z, acc);
-            (x2, x1, y2, y1, z2, z1) = (x1, xi, y1, y, z1, z);
+            let z = _mm256_fmadd_ps(c.nc1, z1, _mm256_fmadd_ps(c.nc2, z2, d));
+            *acc = _mm256_fmadd_ps(z, z, *acc);
+            (y, z)
         }
-        let st = |v: __m256| {
-            let mut out = [0.0f32; 8];
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
-            out
+    }
+
+    /// `G` groups of eight `f32` lanes side by side (each recursion is bound by its
+    /// latency; several in one loop fill the pipelines), with the raw sums `Σx²`, `Σ x·x'`.
+    ///
+    /// Written so that the loop keeps only the recursion state and the sums in registers
+    /// (5 + 2 vectors per group): the inputs `x[n−1]`, `x[n−2]` are read again from the
+    /// frames, and the loop is unrolled by two frames so that the outputs change roles
+    /// (`y[n−1]` ↔ `y[n−2]`) without register moves. Same operations in the same order as
+    /// [`KLanes8::process`], so the results are bit-identical to the straightforward loop.
+    #[inline(always)]
+    fn k_weight_groups<const G: usize>(
+        lanes: [&mut KLanes8; G],
+        k: &KWeighting,
+        x: [&[[f32; 8]]; G],
+    ) -> [([f32; 8], [f32; 8]); G] {
+        let c = super::coeffs_f32(k);
+        // SAFETY: only called from AVX2 + FMA code.
+        let s = |v: f32| unsafe { _mm256_set1_ps(v) };
+        let c = Coeffs8 {
+            b0: s(c[0]),
+            b1: s(c[1]),
+            b2: s(c[2]),
+            na1: s(-c[3]),
+            na2: s(-c[4]),
+            nc1: s(-c[5]),
+            nc2: s(-c[6]),
         };
-        *lanes = KLanes8 {
-            x1: st(x1),
-            x2: st(x2),
-            y1: st(y1),
-            y2: st(y2),
-            z1: st(z1),
-            z2: st(z2),
-            acc: st(acc),
+        let n = x.iter().map(|x| x.len()).min().unwrap_or(0);
+        let x: [&[[f32; 8]]; G] = std::array::from_fn(|g| &x[g][..n]);
+        let mut y1: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].y1));
+        let mut y2: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].y2));
+        let mut z1: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].z1));
+        let mut z2: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].z2));
+        let mut acc: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].acc));
+        // SAFETY: only called from AVX2 code.
+        let zero = unsafe { _mm256_setzero_ps() };
+        let (mut sq, mut cross) = ([zero; G], [zero; G]);
+        let sums = |sq: &mut __m256, cross: &mut __m256, x0: __m256| {
+            // SAFETY: only called from AVX2 + FMA code.
+            unsafe {
+                *sq = _mm256_fmadd_ps(x0, x0, *sq);
+                *cross = _mm256_fmadd_ps(x0, _mm256_permute_ps::<0b1011_0001>(x0), *cross);
+            }
         };
-        (st(sq), st(cross))
+        // The first two frames take their predecessors from the state.
+        let head = n.min(2);
+        for i in 0..head {
+            for g in 0..G {
+                let x0 = ld(&x[g][i]);
+                let (x1, x2) = if i == 0 {
+                    (ld(&lanes[g].x1), ld(&lanes[g].x2))
+                } else {
+                    (ld(&x[g][0]), ld(&lanes[g].x1))
+                };
+                sums(&mut sq[g], &mut cross[g], x0);
+                let (y, z) = step(&c, [x0, x1, x2], y1[g], y2[g], z1[g], z2[g], &mut acc[g]);
+                (y2[g], y1[g], z2[g], z1[g]) = (y1[g], y, z1[g], z);
+            }
+        }
+        // Then two frames per step, every input read from the frames.
+        let mut i = head;
+        while i + 2 <= n {
+            for g in 0..G {
+                let [xa, xb, xc, xd] = [i + 1, i, i - 1, i - 2].map(|j| ld(&x[g][j]));
+                sums(&mut sq[g], &mut cross[g], xb);
+                let (ya, za) = step(&c, [xb, xc, xd], y1[g], y2[g], z1[g], z2[g], &mut acc[g]);
+                sums(&mut sq[g], &mut cross[g], xa);
+                let (yb, zb) = step(&c, [xa, xb, xc], ya, y1[g], za, z1[g], &mut acc[g]);
+                (y2[g], y1[g], z2[g], z1[g]) = (ya, yb, za, zb);
+            }
+            i += 2;
+        }
+        if i < n {
+            for g in 0..G {
+                let [x0, x1, x2] = [i, i - 1, i - 2].map(|j| ld(&x[g][j]));
+                sums(&mut sq[g], &mut cross[g], x0);
+                let (y, z) = step(&c, [x0, x1, x2], y1[g], y2[g], z1[g], z2[g], &mut acc[g]);
+                (y2[g], y1[g], z2[g], z1[g]) = (y1[g], y, z1[g], z);
+            }
+        }
+        let mut out = [([0.0f32; 8], [0.0f32; 8]); G];
+        for (g, l) in lanes.into_iter().enumerate() {
+            let (x1, x2) = match n {
+                0 => (l.x1, l.x2),
+                1 => (x[g][0], l.x1),
+                _ => (x[g][n - 1], x[g][n - 2]),
+            };
+            *l = KLanes8 {
+                x1,
+                x2,
+                y1: st(y1[g]),
+                y2: st(y2[g]),
+                z1: st(z1[g]),
+                z2: st(z2[g]),
+                acc: st(acc[g]),
+            };
+            out[g] = (st(sq[g]), st(cross[g]));
+        }
+        out
     }
 }
 
