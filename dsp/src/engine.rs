@@ -14,7 +14,7 @@ use crate::MAX_STEMS;
 use crate::delay::DelayLine;
 use crate::master::MasterChain;
 use crate::meter_bank::StemMeterBank;
-use crate::meters::{MeterSet, PublishedMeters};
+use crate::meters::PublishedMeters;
 use crate::settings::{
     CompKey, EngineSettings, MainInputRole, MasterSettings, MonitorSource, StemSettings,
 };
@@ -30,6 +30,11 @@ pub const CHUNK: usize = 128;
 /// renderer ([`crate::offline`]) can run each group on its own thread over a whole song and
 /// still produce bit-identical output (float addition is not associative).
 pub const STEM_GROUP: usize = 4;
+
+/// Bus indices in the engine's bus meter bank.
+const BUS_MASTER: usize = 0;
+const BUS_UNPROCESSED: usize = 1;
+const BUS_MAIN: usize = 2;
 
 /// Length of the mute/solo ramps in milliseconds.
 pub const MUTE_RAMP_MS: f32 = 10.0;
@@ -85,7 +90,7 @@ pub struct EngineMeters {
     pub master: PublishedMeters,
     /// The unprocessed stem sum, delayed by the engine latency.
     pub unprocessed: PublishedMeters,
-    /// The main input (in any role but `Ignore`), delayed by the engine latency.
+    /// The main input, delayed by the engine latency (silence while its role is `Ignore`).
     pub main_input: PublishedMeters,
     /// Master limiter gain reduction.
     pub limiter_gr: PublishedGain,
@@ -161,12 +166,9 @@ pub struct Engine {
     main_delay: DelayLine,
     /// Per-stem meters (all stems at once).
     stem_meters: StemMeterBank,
-    /// Master (processed) meters.
-    master_meter: MeterSet,
-    /// Unprocessed-sum meters.
-    raw_meter: MeterSet,
-    /// Main-input meters.
-    main_meter: MeterSet,
+    /// Meters of the three buses, one bank: [`BUS_MASTER`] (processed), [`BUS_UNPROCESSED`]
+    /// (the unprocessed sum) and [`BUS_MAIN`] (the main input, silence while it is ignored).
+    bus_meters: StemMeterBank,
     /// Crossfade gains of the three monitor paths (processed, unprocessed, reference).
     monitor_gain: [Smoother; 3],
     /// Loudness-match gain (linear) for the non-processed paths.
@@ -208,9 +210,7 @@ impl Engine {
             main_stem_delay: DelayLine::new(stem_latency),
             main_delay: DelayLine::new(latency - stem_latency),
             stem_meters: StemMeterBank::new(sample_rate, num_stems),
-            master_meter: MeterSet::new(sample_rate),
-            raw_meter: MeterSet::new(sample_rate),
-            main_meter: MeterSet::new(sample_rate),
+            bus_meters: StemMeterBank::new(sample_rate, 3),
             monitor_gain: [
                 ramp(1.0, MONITOR_RAMP_MS),
                 ramp(0.0, MONITOR_RAMP_MS),
@@ -318,13 +318,7 @@ impl Engine {
 
     fn reset_meters(&mut self) {
         self.stem_meters.reset();
-        for m in [
-            &mut self.master_meter,
-            &mut self.raw_meter,
-            &mut self.main_meter,
-        ] {
-            m.reset();
-        }
+        self.bus_meters.reset();
     }
 
     /// Processes one host block. `stems[i]` is stem `i`'s input (`None`, a missing index or a
@@ -440,8 +434,6 @@ impl Engine {
                 &mut key_r[..len],
             );
         }
-        self.master_meter
-            .process(&sc.master[0][..len], &sc.master[1][..len]);
 
         // 4. Latency-aligned unprocessed and main paths, metered.
         {
@@ -457,10 +449,12 @@ impl Engine {
                     rr[n] += nr[n];
                 }
             }
-            self.raw_meter.process(&rl[..len], &rr[..len]);
-            if role != MainInputRole::Ignore {
-                self.main_meter.process(&nl[..len], &nr[..len]);
-            }
+            let [ml, mr] = &sc.master;
+            self.bus_meters.process(&[
+                [&ml[..len], &mr[..len]],
+                [&rl[..len], &rr[..len]],
+                [&nl[..len], &nr[..len]],
+            ]);
             if role == MainInputRole::ReferenceMix {
                 let mut peak = 0.0f32;
                 let mut energy = 0.0f32;
@@ -494,11 +488,13 @@ impl Engine {
     /// Sets the loudness-match gain target from the measured integrated loudness of the
     /// processed path and of the monitored other path; 0 dB while either is unmeasured.
     fn update_loudness_match(&mut self) {
-        let processed = self.master_meter.loudness().integrated_lufs();
+        let processed = self.bus_meters.loudness(BUS_MASTER).integrated_lufs();
         let other = match self.settings.monitor.source {
             MonitorSource::Processed => f64::NAN,
-            MonitorSource::Unprocessed => self.raw_meter.loudness().integrated_lufs(),
-            MonitorSource::Reference => self.main_meter.loudness().integrated_lufs(),
+            MonitorSource::Unprocessed => {
+                self.bus_meters.loudness(BUS_UNPROCESSED).integrated_lufs()
+            }
+            MonitorSource::Reference => self.bus_meters.loudness(BUS_MAIN).integrated_lufs(),
         };
         let match_db = processed - other;
         let gain = if self.settings.monitor.loudness_match && match_db.is_finite() {
@@ -513,7 +509,7 @@ impl Engine {
     fn publish(&mut self) {
         self.update_loudness_match();
         let master = &self.settings.master;
-        let integrated = self.master_meter.loudness().integrated_lufs();
+        let integrated = self.bus_meters.loudness(BUS_MASTER).integrated_lufs();
         let proposal = if integrated.is_finite() {
             (master.drive_db as f64 + master.target_lufs as f64 - integrated) as f32
         } else {
@@ -521,9 +517,9 @@ impl Engine {
         };
         let p = &self.published;
         self.stem_meters.publish(&p.stems);
-        self.master_meter.publish(&p.master);
-        self.raw_meter.publish(&p.unprocessed);
-        self.main_meter.publish(&p.main_input);
+        self.bus_meters.publish_one(BUS_MASTER, &p.master);
+        self.bus_meters.publish_one(BUS_UNPROCESSED, &p.unprocessed);
+        self.bus_meters.publish_one(BUS_MAIN, &p.main_input);
         let chains = self.groups.iter_mut().flat_map(|g| g.chains.iter_mut());
         for (i, chain) in chains.enumerate() {
             p.stem_comp_gr[i].publish(

@@ -424,6 +424,14 @@ impl StemMeterBank {
             state.publish(out);
         }
     }
+
+    /// Writes the current values of stem `stem` only to `out` (see [`Self::publish`]); an
+    /// index past [`Self::num_stems`] publishes nothing.
+    pub fn publish_one(&mut self, stem: usize, out: &PublishedMeters) {
+        if let Some(state) = self.stems.get_mut(stem) {
+            state.publish(out);
+        }
+    }
 }
 
 /// Copies `len` frames of eight channels into `frames` lane-major (`frames[n][c]`).
