@@ -35,9 +35,11 @@
 //!
 //! Left and right run together as the two lanes of one `f64` vector ([`Lanes`]), and every
 //! section in use (HPF stages, active bands, LPF) runs as one cascade per sample
-//! ([`SectionChain`]), `f64` from the EQ's input to its output. The block is cut into runs at
-//! every segment boundary of any band; within a run the coefficients of every section are
-//! constant or move by a constant step. A settled EQ is one run per [`GRID`] cell. Only an
+//! ([`SectionChain`]), `f64` from the EQ's input to its output. Consecutive stages whose
+//! coefficients stay put run as one chain over the whole part of a [`GRID`] cell; consecutive
+//! moving ones are cut into runs at each of their segment boundaries, within which every
+//! coefficient is constant or moves by a constant step (so an automated bell does not cut the
+//! settled stages around it into 16-sample runs). A settled EQ is one run per cell. Only an
 //! HPF/LPF crossfade processes its two cascades apart (and mixes them).
 //!
 //! Every [`GRID`] samples (counted from the first processed sample, not per block) the states
@@ -234,6 +236,16 @@ impl ParametricBand {
     /// True while the band is part of the signal path.
     pub fn is_active(&self) -> bool {
         self.active
+    }
+
+    /// True if the coefficients stay as they are until the next settings change: no ramp
+    /// running, no control moving (or the band is idle).
+    fn is_settled(&self) -> bool {
+        !self.active
+            || !(self.section.is_ramping()
+                || self.log2_freq.is_smoothing()
+                || self.log2_q.is_smoothing()
+                || self.gain_db.is_smoothing())
     }
 
     /// At a block start: an idle band with a non-zero target starts from 0 dB (an exact
@@ -453,6 +465,15 @@ impl PassFilter {
         self.fade.remaining > 0
     }
 
+    /// True if the coefficients and the order stay as they are until the next settings
+    /// change: no segment or crossfade running, nothing moving or pending.
+    fn is_settled(&self) -> bool {
+        self.countdown == 0
+            && !self.is_fading()
+            && self.slots[self.current].order == self.target_order
+            && !self.log2_freq.is_smoothing()
+    }
+
     /// Nothing to do: dry, settled, and asked to stay dry.
     fn is_idle(&self) -> bool {
         !self.is_fading() && self.slots[self.current].order == 0 && self.target_order == 0
@@ -565,6 +586,9 @@ fn slope_order(slope: FilterSlope) -> usize {
         FilterSlope::Db48 => 8,
     }
 }
+
+/// Index of the LPF among the stages of a [`StemEq`] (0 = HPF, 1..=4 = bands).
+const STAGES_LAST: usize = 5;
 
 /// Per-stem EQ: HPF → low shelf → bell 1 → bell 2 → high shelf → LPF.
 #[derive(Debug, Clone)]
@@ -705,6 +729,74 @@ impl StemEq {
     pub fn response_db(&self, freq_hz: f32) -> f32 {
         eq_response_db(&self.settings, self.sample_rate, freq_hz)
     }
+
+    /// The sections of `stages` (0 = HPF, 1..=4 = bands, [`STAGES_LAST`] = LPF) as one
+    /// chain: the HPF's and LPF's current cascades unless they crossfade (those run apart),
+    /// the active bands.
+    fn chain(&mut self, stages: std::ops::Range<usize>) -> SectionChain<'_> {
+        let mut chain = SectionChain::new();
+        let Self {
+            hpf, bands, lpf, ..
+        } = self;
+        if stages.contains(&0) && !hpf.is_fading() {
+            for s in hpf.slots[hpf.current].active() {
+                chain.push(s);
+            }
+        }
+        for (i, b) in bands.iter_mut().enumerate() {
+            if stages.contains(&(i + 1)) && b.active {
+                chain.push(&mut b.section);
+            }
+        }
+        if stages.contains(&STAGES_LAST) && !lpf.is_fading() {
+            for s in lpf.slots[lpf.current].active() {
+                chain.push(s);
+            }
+        }
+        chain
+    }
+
+    /// Runs `stages` whose coefficients move (or whose filters crossfade) over `buf`, cut into
+    /// runs at every segment boundary of any of them: within a run every section's
+    /// coefficients are constant or move by a constant step.
+    fn process_moving(&mut self, stages: std::ops::Range<usize>, buf: &mut [Lanes]) {
+        let (has_hpf, has_lpf) = (stages.contains(&0), stages.contains(&STAGES_LAST));
+        let mut j = 0;
+        while j < buf.len() {
+            let mut m = buf.len() - j;
+            if has_hpf {
+                self.hpf.begin_segment();
+                m = self.hpf.run_length(m);
+            }
+            if has_lpf {
+                self.lpf.begin_segment();
+                m = self.lpf.run_length(m);
+            }
+            for (i, b) in self.bands.iter_mut().enumerate() {
+                if stages.contains(&(i + 1)) {
+                    b.begin_segment();
+                    if b.active && b.section.is_ramping() {
+                        m = m.min(b.section.remaining() as usize);
+                    }
+                }
+            }
+            let run = &mut buf[j..j + m];
+            if has_hpf && self.hpf.is_fading() {
+                self.hpf.process_fading(run);
+            }
+            self.chain(stages.clone()).process(run);
+            if has_lpf && self.lpf.is_fading() {
+                self.lpf.process_fading(run);
+            }
+            if has_hpf {
+                self.hpf.advance(m);
+            }
+            if has_lpf {
+                self.lpf.advance(m);
+            }
+            j += m;
+        }
+    }
 }
 
 impl GridProcessor for StemEq {
@@ -716,50 +808,29 @@ impl GridProcessor for StemEq {
         &mut self.grid_pos
     }
 
-    /// Runs between segment boundaries: the HPF (crossfading on its own, or as the first
-    /// sections of the chain), the active bands, the LPF.
+    /// Runs the stages in signal order (HPF, the active bands, LPF). Consecutive stages whose
+    /// coefficients stay constant over these frames run as one [`SectionChain`] over all of
+    /// them; consecutive moving ones run together between their segment boundaries (see
+    /// [`StemEq::process_moving`]). Every section does the same per-sample arithmetic however
+    /// the stages are grouped and the frames are cut, so the grouping never shows in the output.
     fn process_frames(&mut self, buf: &mut [Lanes]) {
-        let mut j = 0;
-        while j < buf.len() {
-            self.hpf.begin_segment();
-            self.lpf.begin_segment();
-            for b in &mut self.bands {
-                b.begin_segment();
+        let settled = |eq: &Self, stage: usize| match stage {
+            0 => eq.hpf.is_settled(),
+            STAGES_LAST => eq.lpf.is_settled(),
+            b => eq.bands[b - 1].is_settled(),
+        };
+        let mut stage = 0;
+        while stage <= STAGES_LAST {
+            let start = stage;
+            let group_settled = settled(self, stage);
+            while stage <= STAGES_LAST && settled(self, stage) == group_settled {
+                stage += 1;
             }
-            let mut m = self.lpf.run_length(self.hpf.run_length(buf.len() - j));
-            for b in &self.bands {
-                if b.section.is_ramping() {
-                    m = m.min(b.section.remaining() as usize);
-                }
+            if group_settled {
+                self.chain(start..stage).process(buf);
+            } else {
+                self.process_moving(start..stage, buf);
             }
-            let run = &mut buf[j..j + m];
-            let (hpf_fading, lpf_fading) = (self.hpf.is_fading(), self.lpf.is_fading());
-            if hpf_fading {
-                self.hpf.process_fading(run);
-            }
-            let mut chain = SectionChain::new();
-            if !hpf_fading {
-                let c = self.hpf.current;
-                for s in self.hpf.slots[c].active() {
-                    chain.push(s);
-                }
-            }
-            for b in self.bands.iter_mut().filter(|b| b.active) {
-                chain.push(&mut b.section);
-            }
-            if !lpf_fading {
-                let c = self.lpf.current;
-                for s in self.lpf.slots[c].active() {
-                    chain.push(s);
-                }
-            }
-            chain.process(run);
-            if lpf_fading {
-                self.lpf.process_fading(run);
-            }
-            self.hpf.advance(m);
-            self.lpf.advance(m);
-            j += m;
         }
     }
 
@@ -943,19 +1014,33 @@ impl GridProcessor for MasterEq {
         &mut self.grid_pos
     }
 
+    /// Runs the active bands in order, grouped as in [`StemEq`]: consecutive settled bands
+    /// as one chain over all the frames, consecutive moving ones between their segment
+    /// boundaries.
     fn process_frames(&mut self, buf: &mut [Lanes]) {
-        let mut j = 0;
-        while j < buf.len() {
-            for b in &mut self.bands {
-                b.begin_segment();
+        let mut k = 0;
+        while k < self.bands.len() {
+            let start = k;
+            let group_settled = self.bands[k].is_settled();
+            while k < self.bands.len() && self.bands[k].is_settled() == group_settled {
+                k += 1;
             }
-            let mut chain = SectionChain::new();
-            for b in self.bands.iter_mut().filter(|b| b.active) {
-                chain.push(&mut b.section);
+            let group = &mut self.bands[start..k];
+            let mut j = 0;
+            while j < buf.len() {
+                if !group_settled {
+                    for b in group.iter_mut() {
+                        b.begin_segment();
+                    }
+                }
+                let mut chain = SectionChain::new();
+                for b in group.iter_mut().filter(|b| b.active) {
+                    chain.push(&mut b.section);
+                }
+                let m = chain.run_length(buf.len() - j);
+                chain.process(&mut buf[j..j + m]);
+                j += m;
             }
-            let m = chain.run_length(buf.len() - j);
-            chain.process(&mut buf[j..j + m]);
-            j += m;
         }
     }
 

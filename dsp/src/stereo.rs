@@ -37,12 +37,15 @@
 //! from the first active sample. The first high-pass section of the side and the mid all-pass
 //! run side by side as the two lanes of one vector section ([`LaneCoefficients::pair`]), then
 //! the second side section beside an identity that carries the mid along (exact: `1·x + 0`);
-//! once nothing moves, the frames are a plain loop with constant coefficients and gains (no
-//! per-sample smoother ticks). Tiny filter states are flushed (and a
-//! non-finite state cleared) every `GRID` (128) samples.
+//! the two run as one [`SectionChain`] (AVX2 + FMA: both in one register, see
+//! [`crate::biquad`]) between a mid/side pass and a pass back to left/right. Once nothing moves
+//! (the usual state), a block takes a fused path: sanitising and mid/side in the `f32 → f64`
+//! load, width and balance in the store, the same arithmetic as the general path (so which path
+//! a block takes never shows in the output). Tiny filter states are flushed (and a non-finite
+//! state cleared) every `GRID` (128) samples.
 
 use crate::biquad::{
-    Coefficients, GridProcessor, LaneCoefficients, Lanes, Section, process_in_grid,
+    Coefficients, GridProcessor, LaneCoefficients, Lanes, Section, SectionChain, process_in_grid,
 };
 use crate::eq::{RAMP_MS, SEGMENT, clamp_or};
 use crate::settings::StereoSettings;
@@ -100,6 +103,8 @@ pub struct StereoProcessor {
     mono_bass: bool,
     /// Crossover in octaves (`log2 Hz`), ramped at the segment rate.
     log2_xover: Smoother,
+    /// `log2` of the crossover setting (Hz), the sweep's destination while mono bass is on.
+    log2_xover_setting: f32,
     /// Mono-bass filters running.
     engaged: bool,
     /// Weight of the filtered (mono-bass) path, 0..1, ramped per sample.
@@ -129,6 +134,7 @@ impl StereoProcessor {
             balance_gains: (1.0, 1.0),
             mono_bass: false,
             log2_xover: Smoother::new(PARK_HZ.log2(), XOVER_RAMP_MS, seg_rate),
+            log2_xover_setting: d.mono_bass_hz.log2(),
             engaged: false,
             fade: Smoother::new(0.0, RAMP_MS, sample_rate),
             xover: Section::new(LaneCoefficients::IDENTITY),
@@ -153,6 +159,7 @@ impl StereoProcessor {
     pub fn set_settings(&mut self, settings: &StereoSettings) {
         let s = clamp_settings(settings);
         self.settings = s;
+        self.log2_xover_setting = s.mono_bass_hz.log2();
         let on = s.enabled;
         self.width.set_target(if on { s.width } else { 1.0 });
         self.balance.set_target(if on { s.balance } else { 0.0 });
@@ -234,8 +241,7 @@ impl StereoProcessor {
             }
             self.fade.set_target(1.0);
             if !self.fade.is_smoothing() {
-                self.log2_xover
-                    .set_target(self.settings.mono_bass_hz.log2());
+                self.log2_xover.set_target(self.log2_xover_setting);
             }
         } else if self.engaged {
             self.log2_xover.set_target(park);
@@ -260,7 +266,7 @@ impl StereoProcessor {
                 && self.fade.target() == 1.0
                 && !self.fade.is_smoothing()
                 && !self.log2_xover.is_smoothing()
-                && self.log2_xover.target() == self.settings.mono_bass_hz.log2()
+                && self.log2_xover.target() == self.log2_xover_setting
         } else {
             !self.engaged
         }
@@ -274,37 +280,121 @@ impl StereoProcessor {
             self.grid_pos = 0;
             return;
         }
+        #[cfg(target_arch = "x86_64")]
+        if self.is_steady() && crate::util::avx2_fma_available() {
+            // SAFETY: AVX2 and FMA are available.
+            unsafe { self.process_steady(left, right) };
+            return;
+        }
         process_in_grid::<GRID, _>(self, left, right);
     }
 
-    /// Frames within one segment. `ENGAGED`: mono-bass filters running; `FADING`: the
-    /// filtered path is mixed with the dry one (otherwise it replaces it: the fade is exactly
-    /// 1); `SMOOTH`: the fade, width or balance is moving (ticked per sample); `RAMP`: the
-    /// crossover coefficients are ramping.
+    /// True if nothing moves until the next settings change: no ramp, no smoothing, mono
+    /// bass fully engaged at its crossover (fade exactly 1) or fully off.
+    fn is_steady(&self) -> bool {
+        !self.fade.is_smoothing()
+            && !self.width.is_smoothing()
+            && !self.balance.is_smoothing()
+            && !self.xover.is_ramping()
+            && self.is_stable()
+            && (!self.engaged || self.fade.value() == 1.0)
+    }
+
+    /// [`StereoProcessor::process`] while [`StereoProcessor::is_steady`], with the mid/side
+    /// conversions fused into the loading and storing of the `f32` samples (no other pass over
+    /// the frames). The same arithmetic as the general path, so the output is bit-identical to
+    /// it (the choice of path depends on where blocks start).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn process_steady(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = left.len().min(right.len());
+        let width = self.width.value() as f64;
+        let gains = [self.balance_gains.0 as f64, self.balance_gains.1 as f64];
+        // Not cleared: `load_side_mid` writes every frame before it is read.
+        let mut storage = [const { std::mem::MaybeUninit::<Lanes>::uninit() }; GRID];
+        let mut i = 0;
+        while i < n {
+            let pos = self.grid_pos.min(GRID - 1);
+            let len = (n - i).min(GRID - pos);
+            let (l, r) = (&mut left[i..i + len], &mut right[i..i + len]);
+            // SAFETY: AVX2 is available.
+            unsafe {
+                if self.engaged {
+                    let b = simd::load_side_mid(l, r, &mut storage[..len]);
+                    self.crossover(b);
+                    simd::store_mixed(b, l, r, width, gains);
+                } else {
+                    simd::width_balance_f32(l, r, width, gains);
+                }
+            }
+            self.seg_pos = (self.seg_pos + len) % SEG;
+            i += len;
+            if pos + len == GRID {
+                self.grid_pos = 0;
+                self.end_cell();
+            } else {
+                self.grid_pos = pos + len;
+            }
+        }
+    }
+
+    /// Frames with the mono-bass filters running: mid/side, the crossover sections as one
+    /// [`SectionChain`] (side high-pass beside mid all-pass, then side high-pass beside an
+    /// identity), then the mix back to left/right. `fading`: the filtered path is mixed with
+    /// the dry one (otherwise it replaces it: the fade is exactly 1); `smooth`: the fade, width
+    /// or balance is moving (ticked per sample).
+    fn run_engaged(&mut self, buf: &mut [Lanes], fading: bool, smooth: bool) {
+        // Side on lane 0 (the high-pass lane), mid on lane 1 (the all-pass lane).
+        to_side_mid(buf);
+        if fading {
+            let mut dry = [[0.0f64; 2]; GRID];
+            let dry = &mut dry[..buf.len().min(GRID)];
+            dry.copy_from_slice(&buf[..dry.len()]);
+            self.crossover(buf);
+            self.mix_out::<true, true>(buf, dry);
+        } else {
+            self.crossover(buf);
+            if smooth {
+                self.mix_out::<false, true>(buf, &[]);
+            } else {
+                let (gl, gr) = self.balance_gains;
+                from_side_mid(buf, self.width.value() as f64, [gl as f64, gr as f64]);
+            }
+        }
+    }
+
+    /// The crossover sections over `[side, mid]` frames.
+    fn crossover(&mut self, buf: &mut [Lanes]) {
+        let mut chain = SectionChain::new();
+        chain.push(&mut self.xover);
+        chain.push(&mut self.side_hp2);
+        chain.process(buf);
+    }
+
+    /// `[side, mid]` frames back to left/right with width and balance; `FADING`: the filtered
+    /// `buf` is crossfaded with `dry` by the fade (per sample), `SMOOTH`: the fade, width and
+    /// balance tick per sample.
     #[inline(always)]
-    fn run<const ENGAGED: bool, const FADING: bool, const SMOOTH: bool, const RAMP: bool>(
+    fn mix_out<const FADING: bool, const SMOOTH: bool>(
         &mut self,
         buf: &mut [Lanes],
+        dry: &[Lanes],
     ) {
-        let (mut xover, mut hp2) = (self.xover.begin_run(), self.side_hp2.begin_run());
         let mut fade = self.fade.value() as f64;
         let mut width = self.width.value() as f64;
         let (mut gl, mut gr) = (self.balance_gains.0 as f64, self.balance_gains.1 as f64);
-        for x in buf.iter_mut() {
-            let mut mid = 0.5 * (x[0] + x[1]);
-            let mut side = 0.5 * (x[0] - x[1]);
-            if ENGAGED {
-                let half = xover.process::<RAMP>([side, mid]);
-                let [s_hp, m_ap] = hp2.process::<RAMP>(half);
-                if FADING {
-                    if SMOOTH {
-                        fade = self.fade.tick() as f64;
-                    }
-                    mid = fade * m_ap + (1.0 - fade) * mid;
-                    side = fade * s_hp + (1.0 - fade) * side;
-                } else {
-                    (mid, side) = (m_ap, s_hp);
+        for (k, x) in buf.iter_mut().enumerate() {
+            let [mut side, mut mid] = *x;
+            if FADING {
+                if SMOOTH {
+                    fade = self.fade.tick() as f64;
                 }
+                let [side_dry, mid_dry] = dry[k.min(dry.len() - 1)];
+                mid = fade * mid + (1.0 - fade) * mid_dry;
+                side = fade * side + (1.0 - fade) * side_dry;
             }
             if SMOOTH {
                 width = self.width.tick() as f64;
@@ -316,9 +406,22 @@ impl StereoProcessor {
             side *= width;
             *x = [(mid + side) * gl, (mid - side) * gr];
         }
-        if ENGAGED {
-            self.xover.end_run(&xover, buf.len());
-            self.side_hp2.end_run(&hp2, buf.len());
+    }
+
+    /// Frames without the mono-bass filters while width or balance move (ticked per sample;
+    /// settled, [`width_balance`] does the same with constants).
+    fn run_dry_smooth(&mut self, buf: &mut [Lanes]) {
+        let (mut gl, mut gr) = (self.balance_gains.0 as f64, self.balance_gains.1 as f64);
+        for x in buf.iter_mut() {
+            let mid = 0.5 * (x[0] + x[1]);
+            let mut side = 0.5 * (x[0] - x[1]);
+            let width = self.width.tick() as f64;
+            if self.balance.is_smoothing() {
+                self.balance_gains = balance_gains(self.balance.tick());
+                (gl, gr) = (self.balance_gains.0 as f64, self.balance_gains.1 as f64);
+            }
+            side *= width;
+            *x = [(mid + side) * gl, (mid - side) * gr];
         }
     }
 }
@@ -353,13 +456,13 @@ impl GridProcessor for StereoProcessor {
             // Engaged and settled, the fade is exactly 1 (or 0 for one segment on the way out,
             // which takes the general path).
             let fading = smooth || self.fade.value() != 1.0;
-            match (self.engaged, fading, smooth, ramp) {
-                (false, _, false, _) => self.run::<false, false, false, false>(part),
-                (false, _, true, _) => self.run::<false, false, true, false>(part),
-                (true, false, _, false) => self.run::<true, false, false, false>(part),
-                (true, false, _, true) => self.run::<true, false, false, true>(part),
-                (true, true, _, false) => self.run::<true, true, true, false>(part),
-                (true, true, _, true) => self.run::<true, true, true, true>(part),
+            match (self.engaged, smooth) {
+                (true, _) => self.run_engaged(part, fading, smooth),
+                (false, false) => {
+                    let (gl, gr) = self.balance_gains;
+                    width_balance(part, self.width.value() as f64, [gl as f64, gr as f64]);
+                }
+                (false, true) => self.run_dry_smooth(part),
             }
             self.seg_pos = (self.seg_pos + n) % SEG;
             i += n;
@@ -373,6 +476,253 @@ impl GridProcessor for StereoProcessor {
         }
         if !self.xover.state().is_finite() || !self.side_hp2.state().is_finite() {
             self.clear();
+        }
+    }
+}
+
+/// `[l, r]` frames to `[side, mid] = [(l − r)/2, (l + r)/2]`.
+fn to_side_mid(buf: &mut [Lanes]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::util::avx2_fma_available() {
+        // SAFETY: AVX2 is available.
+        unsafe { simd::to_side_mid(buf) };
+        return;
+    }
+    for x in buf.iter_mut() {
+        *x = [0.5 * (x[0] - x[1]), 0.5 * (x[0] + x[1])];
+    }
+}
+
+/// `[side, mid]` frames back to `[(mid + width·side)·gains[0], (mid − width·side)·gains[1]]`.
+fn from_side_mid(buf: &mut [Lanes], width: f64, gains: [f64; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::util::avx2_fma_available() {
+        // SAFETY: AVX2 is available.
+        unsafe { simd::from_side_mid(buf, width, gains) };
+        return;
+    }
+    for x in buf.iter_mut() {
+        let [side, mid] = *x;
+        let side = side * width;
+        *x = [(mid + side) * gains[0], (mid - side) * gains[1]];
+    }
+}
+
+/// Width and balance on `[l, r]` frames: `side = width·(l − r)/2`, `mid = (l + r)/2`, then
+/// `[(mid + side)·gains[0], (mid − side)·gains[1]]`.
+fn width_balance(buf: &mut [Lanes], width: f64, gains: [f64; 2]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::util::avx2_fma_available() {
+        // SAFETY: AVX2 is available.
+        unsafe { simd::width_balance(buf, width, gains) };
+        return;
+    }
+    for x in buf.iter_mut() {
+        let mid = 0.5 * (x[0] + x[1]);
+        let side = 0.5 * (x[0] - x[1]) * width;
+        *x = [(mid + side) * gains[0], (mid - side) * gains[1]];
+    }
+}
+
+/// AVX2 versions of the three mid/side passes, two frames per register. Why: the compiler
+/// keeps the frame-wise shuffles of these loops scalar (about 4 cycles per frame, as much as
+/// the crossover itself). Each lane computes exactly what the portable loop does (addition is
+/// commutative and negation exact in IEEE arithmetic: `r + l = l + r`, `w·(−s) = −(w·s)`,
+/// `m + (−a) = m − a`), so both give the same bits.
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::Lanes;
+    use crate::biquad::convert::sanitize4;
+    use crate::biquad::sanitize_branchless;
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// Sanitised `[l, r]` to `[side, mid]` pairs as [`crate::biquad::load_sanitized`] and
+    /// [`super::to_side_mid`] give them, four frames at a time, into (uninitialised) `buf`;
+    /// returns the `min(left.len(), right.len(), buf.len())` frames written.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn load_side_mid<'a>(
+        left: &[f32],
+        right: &[f32],
+        buf: &'a mut [MaybeUninit<Lanes>],
+    ) -> &'a mut [Lanes] {
+        let n = buf.len().min(left.len()).min(right.len());
+        let quads = n / 4;
+        let out = buf.as_mut_ptr() as *mut f64;
+        let half = _mm256_set1_pd(0.5);
+        for q in 0..quads {
+            let i = 4 * q;
+            // SAFETY: frames i..i + 4 are in bounds of all three slices.
+            unsafe {
+                let l = _mm256_cvtps_pd(sanitize4(_mm_loadu_ps(left.as_ptr().add(i))));
+                let r = _mm256_cvtps_pd(sanitize4(_mm_loadu_ps(right.as_ptr().add(i))));
+                let side = _mm256_mul_pd(half, _mm256_sub_pd(l, r));
+                let mid = _mm256_mul_pd(half, _mm256_add_pd(l, r));
+                let (u, v) = (_mm256_unpacklo_pd(side, mid), _mm256_unpackhi_pd(side, mid));
+                _mm256_storeu_pd(out.add(2 * i), _mm256_permute2f128_pd::<0x20>(u, v));
+                _mm256_storeu_pd(out.add(2 * i + 4), _mm256_permute2f128_pd::<0x31>(u, v));
+            }
+        }
+        for i in 4 * quads..n {
+            let (l, r) = (
+                sanitize_branchless(left[i]) as f64,
+                sanitize_branchless(right[i]) as f64,
+            );
+            buf[i].write([0.5 * (l - r), 0.5 * (l + r)]);
+        }
+        // SAFETY: frames 0..n are initialised; `MaybeUninit<Lanes>` has the layout of `Lanes`.
+        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Lanes, n) }
+    }
+
+    /// `[side, mid]` pairs back to `f32` left/right as [`super::from_side_mid`] and
+    /// [`crate::biquad::store_lanes`] give them, four frames at a time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn store_mixed(
+        buf: &[Lanes],
+        left: &mut [f32],
+        right: &mut [f32],
+        width: f64,
+        gains: [f64; 2],
+    ) {
+        let n = buf.len().min(left.len()).min(right.len());
+        let quads = n / 4;
+        let src = buf.as_ptr() as *const f64;
+        let w = _mm256_set1_pd(width);
+        let (gl, gr) = (_mm256_set1_pd(gains[0]), _mm256_set1_pd(gains[1]));
+        for q in 0..quads {
+            let i = 4 * q;
+            // SAFETY: frames i..i + 4 are in bounds of all three slices.
+            unsafe {
+                let (p0, p1) = (
+                    _mm256_loadu_pd(src.add(2 * i)),
+                    _mm256_loadu_pd(src.add(2 * i + 4)),
+                );
+                let u = _mm256_permute2f128_pd::<0x20>(p0, p1);
+                let v = _mm256_permute2f128_pd::<0x31>(p0, p1);
+                let side = _mm256_mul_pd(_mm256_unpacklo_pd(u, v), w);
+                let mid = _mm256_unpackhi_pd(u, v);
+                let l = _mm256_mul_pd(_mm256_add_pd(mid, side), gl);
+                let r = _mm256_mul_pd(_mm256_sub_pd(mid, side), gr);
+                _mm_storeu_ps(left.as_mut_ptr().add(i), _mm256_cvtpd_ps(l));
+                _mm_storeu_ps(right.as_mut_ptr().add(i), _mm256_cvtpd_ps(r));
+            }
+        }
+        for i in 4 * quads..n {
+            let [side, mid] = buf[i];
+            let side = side * width;
+            left[i] = ((mid + side) * gains[0]) as f32;
+            right[i] = ((mid - side) * gains[1]) as f32;
+        }
+    }
+
+    /// Sanitise, width and balance on `f32` samples in place, as [`crate::biquad::load_sanitized`],
+    /// [`super::width_balance`] and [`crate::biquad::store_lanes`] give them, four frames at a
+    /// time.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn width_balance_f32(
+        left: &mut [f32],
+        right: &mut [f32],
+        width: f64,
+        gains: [f64; 2],
+    ) {
+        let n = left.len().min(right.len());
+        let quads = n / 4;
+        let (half, w) = (_mm256_set1_pd(0.5), _mm256_set1_pd(width));
+        let (gl, gr) = (_mm256_set1_pd(gains[0]), _mm256_set1_pd(gains[1]));
+        for q in 0..quads {
+            let i = 4 * q;
+            // SAFETY: frames i..i + 4 are in bounds of both slices.
+            unsafe {
+                let l = _mm256_cvtps_pd(sanitize4(_mm_loadu_ps(left.as_ptr().add(i))));
+                let r = _mm256_cvtps_pd(sanitize4(_mm_loadu_ps(right.as_ptr().add(i))));
+                let mid = _mm256_mul_pd(half, _mm256_add_pd(l, r));
+                let side = _mm256_mul_pd(_mm256_mul_pd(half, _mm256_sub_pd(l, r)), w);
+                let l = _mm256_mul_pd(_mm256_add_pd(mid, side), gl);
+                let r = _mm256_mul_pd(_mm256_sub_pd(mid, side), gr);
+                _mm_storeu_ps(left.as_mut_ptr().add(i), _mm256_cvtpd_ps(l));
+                _mm_storeu_ps(right.as_mut_ptr().add(i), _mm256_cvtpd_ps(r));
+            }
+        }
+        for i in 4 * quads..n {
+            let (l, r) = (
+                sanitize_branchless(left[i]) as f64,
+                sanitize_branchless(right[i]) as f64,
+            );
+            let mid = 0.5 * (l + r);
+            let side = 0.5 * (l - r) * width;
+            left[i] = ((mid + side) * gains[0]) as f32;
+            right[i] = ((mid - side) * gains[1]) as f32;
+        }
+    }
+
+    /// See [`super::to_side_mid`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn to_side_mid(buf: &mut [Lanes]) {
+        let pairs = buf.len() / 2;
+        let p = buf.as_mut_ptr() as *mut f64;
+        let half = _mm256_set1_pd(0.5);
+        for k in 0..pairs {
+            // SAFETY: frames 2k, 2k + 1 are in bounds.
+            unsafe {
+                let x = _mm256_loadu_pd(p.add(4 * k));
+                let t = _mm256_permute_pd::<0b0101>(x);
+                // [l − r, r + l] per frame.
+                let v = _mm256_blend_pd::<0b1010>(_mm256_sub_pd(x, t), _mm256_add_pd(x, t));
+                _mm256_storeu_pd(p.add(4 * k), _mm256_mul_pd(half, v));
+            }
+        }
+        for x in buf[2 * pairs..].iter_mut() {
+            *x = [0.5 * (x[0] - x[1]), 0.5 * (x[0] + x[1])];
+        }
+    }
+
+    /// See [`super::from_side_mid`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn from_side_mid(buf: &mut [Lanes], width: f64, gains: [f64; 2]) {
+        let pairs = buf.len() / 2;
+        let p = buf.as_mut_ptr() as *mut f64;
+        let w = _mm256_setr_pd(width, -width, width, -width);
+        let g = _mm256_setr_pd(gains[0], gains[1], gains[0], gains[1]);
+        for k in 0..pairs {
+            // SAFETY: frames 2k, 2k + 1 are in bounds.
+            unsafe {
+                let x = _mm256_loadu_pd(p.add(4 * k));
+                // [w·s, −w·s] + [m, m].
+                let side = _mm256_mul_pd(_mm256_movedup_pd(x), w);
+                let mid = _mm256_permute_pd::<0b1111>(x);
+                _mm256_storeu_pd(p.add(4 * k), _mm256_mul_pd(_mm256_add_pd(mid, side), g));
+            }
+        }
+        for x in buf[2 * pairs..].iter_mut() {
+            let [side, mid] = *x;
+            let side = side * width;
+            *x = [(mid + side) * gains[0], (mid - side) * gains[1]];
+        }
+    }
+
+    /// See [`super::width_balance`].
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn width_balance(buf: &mut [Lanes], width: f64, gains: [f64; 2]) {
+        let pairs = buf.len() / 2;
+        let p = buf.as_mut_ptr() as *mut f64;
+        let (half, w) = (_mm256_set1_pd(0.5), _mm256_set1_pd(width));
+        let g = _mm256_setr_pd(gains[0], gains[1], gains[0], gains[1]);
+        for k in 0..pairs {
+            // SAFETY: frames 2k, 2k + 1 are in bounds.
+            unsafe {
+                let x = _mm256_loadu_pd(p.add(4 * k));
+                let t = _mm256_permute_pd::<0b0101>(x);
+                // mid = (l + r)/2 on both lanes; side = w·(l − r)/2 on lane 0, its negative on
+                // lane 1.
+                let mid = _mm256_mul_pd(half, _mm256_add_pd(x, t));
+                let side = _mm256_mul_pd(_mm256_mul_pd(half, _mm256_sub_pd(x, t)), w);
+                _mm256_storeu_pd(p.add(4 * k), _mm256_mul_pd(_mm256_add_pd(mid, side), g));
+            }
+        }
+        for x in buf[2 * pairs..].iter_mut() {
+            let mid = 0.5 * (x[0] + x[1]);
+            let side = 0.5 * (x[0] - x[1]) * width;
+            *x = [(mid + side) * gains[0], (mid - side) * gains[1]];
         }
     }
 }
