@@ -43,9 +43,18 @@
 //! ([`crate::reference`]).
 //!
 //! Design after Fons Adriaensen's zita-dpl1 (and Robin Gareus' x42-dpl port) lookahead limiter
-//! (hold, then smoothing that fits in the lookahead), with the long two-stage detector and the exact integer smoothing
-//! added here. The detector's filters run 32 frames at a time in independent lanes so that they
-//! vectorise; on x86-64 CPUs with AVX2 and FMA a build of them for those is chosen at run time.
+//! (hold, then smoothing that fits in the lookahead), with the long two-stage detector and the
+//! exact integer smoothing added here.
+//!
+//! **Speed.** The detector's filters run 32 frames at a time in independent lanes (stage 1 in
+//! a strided layout that reuses its loads, see [`stage1_block`]); on x86-64 CPUs with AVX2 and
+//! FMA a build of the whole chunk processing for those is chosen at run time. The detector
+//! skips what the result cannot depend on: a peak at or below the ceiling gives a required gain
+//! of exactly 1 whatever its value, so a channel's chunk (or 32-frame block) whose peaks a
+//! bound keeps below the ceiling is not computed — `Σ|h|` of the filters times the largest
+//! input magnitude, see [`DetectorCoeffs::stage2_bound`]. The output is the same to the bit as
+//! with every peak computed (tested). Release, box smoothing and gain run fused in one loop
+//! (see [`Limiter::release_and_smooth`]).
 
 use crate::settings::LimiterSettings;
 use crate::smoother::{DEFAULT_RAMP_MS, Smoother};
@@ -95,6 +104,20 @@ const BLOCK: usize = 32;
 /// Frames processed per internal chunk (a multiple of [`BLOCK`]).
 const CHUNK: usize = 256;
 
+/// Frames per detector vector (eight `f32`: one AVX register).
+const LANES: usize = 8;
+
+/// Vectors per detector block: stage 1 holds the frames `j, j + STRIDE, …` of a block in
+/// vector `j` (see [`stage1_block`]).
+const STRIDE: usize = BLOCK / LANES;
+
+/// Length of each phase of the stage-1 input: `2K − 1 + CHUNK` samples split `STRIDE` ways.
+const PHASE_LEN: usize = (2 * DETECTOR_HALF_TAPS + CHUNK) / STRIDE;
+
+/// Relative allowance for rounding in the detector's skip bounds (the floating-point error of
+/// the filters is below 10⁻⁵ of the bound).
+const BOUND_MARGIN: f64 = 1e-4;
+
 /// Fixed-point scale of the smoothed gain (gain 1.0 = 2³⁰).
 const GAIN_SCALE: f64 = (1u64 << 30) as f64;
 
@@ -125,6 +148,11 @@ struct DetectorCoeffs {
     quarter_odd: [f32; STAGE2_TAPS / 2],
     /// Second stage, ½ kernel (symmetric): `half[j]` multiplies `z[j] + z[15 − j]`.
     half: [f32; STAGE2_TAPS / 2],
+    /// Bound of stage 1's gain, `2·Σ|stage1[k]|` raised by [`BOUND_MARGIN`] (≥ 1): no
+    /// half-sample point exceeds it times the largest `|x|` it reads.
+    stage1_gain: f32,
+    /// Bound from the 2× points to the refined peak, see [`DetectorCoeffs::stage2_bound`].
+    stage2_gain: f32,
 }
 
 /// One channel's detector state.
@@ -132,6 +160,8 @@ struct ChannelDetector {
     /// Sanitised input: `x_history` past samples, then the chunk, then spare room for the
     /// vector tail.
     x: Box<[f32]>,
+    /// Stage-1 input of the chunk split into phases (scratch, see [`deinterleave`]).
+    phases: Box<[[f32; PHASE_LEN]; STRIDE]>,
     /// Half-sample points `y(m + ½)`: [`HALF_HISTORY`] past values, then the chunk's.
     half: Box<[f32]>,
     /// 8× points of the chunk's intervals: `eighth[q][i]` is `y(m + q'/8)` for
@@ -150,8 +180,14 @@ pub struct Limiter {
     channels: [ChannelDetector; 2],
     /// Samples of input history kept before the chunk: `max(2K − 1, delay)`.
     x_history: usize,
-    /// Use the AVX2 + FMA build of the detector (set when the CPU has both).
+    /// Use the AVX2 + FMA build of the chunk processing (set when the CPU has both).
     use_avx2: bool,
+    /// Let the detector skip work its result cannot depend on (always on; tests that read
+    /// the detector's peaks themselves switch it off).
+    skip_enabled: bool,
+    /// Channel-chunks and channel-blocks whose detection was skipped (tests only).
+    #[cfg(test)]
+    skipped: [usize; 2],
     /// Linked refined peak per frame of the current chunk (linear, ≥ 0).
     peaks: Box<[f32; CHUNK + BLOCK]>,
     /// Required gains: the last `hold_len − 1` values before the chunk, then the chunk's
@@ -161,9 +197,8 @@ pub struct Limiter {
     min_levels: [Box<[f32]>; 2],
     /// Held (running-minimum) required gain per frame of the current chunk, 0..1.
     held: Box<[f32; CHUNK]>,
-    /// Smoothed gain sums per frame of the current chunk (fixed point, see [`GAIN_SCALE`]).
-    sums: Box<[i64; CHUNK]>,
-    /// Applied gain per frame of the current chunk, 0..1.
+    /// Applied gain per frame of the current chunk, 0..1 (first the limited gain, then mixed
+    /// with the bypass ramp).
     gains: Box<[f32; CHUNK]>,
     /// Hold window in samples (`W`).
     hold_len: usize,
@@ -232,6 +267,7 @@ impl Limiter {
         let product: f64 = box_lens.iter().map(|&l| l as f64).product();
         let channel = || ChannelDetector {
             x: vec![0.0; x_history + CHUNK + BLOCK + 8].into_boxed_slice(),
+            phases: Box::new([[0.0; PHASE_LEN]; STRIDE]),
             half: vec![0.0; HALF_HISTORY + CHUNK + BLOCK].into_boxed_slice(),
             eighth: Box::new([[0.0; CHUNK + BLOCK + 1]; 6]),
         };
@@ -241,6 +277,9 @@ impl Limiter {
             channels: [channel(), channel()],
             x_history,
             use_avx2: avx2_fma_available(),
+            skip_enabled: true,
+            #[cfg(test)]
+            skipped: [0; 2],
             peaks: Box::new([0.0; CHUNK + BLOCK]),
             required: vec![1.0; hold_len - 1 + CHUNK].into_boxed_slice(),
             min_levels: [
@@ -248,7 +287,6 @@ impl Limiter {
                 vec![1.0; hold_len - 1 + CHUNK].into_boxed_slice(),
             ],
             held: Box::new([1.0; CHUNK]),
-            sums: Box::new([0; CHUNK]),
             gains: Box::new([1.0; CHUNK]),
             hold_len,
             env: 1.0,
@@ -357,15 +395,30 @@ impl Limiter {
     }
 
     fn update_release_coeff(&mut self) {
-        self.release_coeff = if self.auto_release {
-            let w = (self.auto_average / AUTO_FULL_DEPTH).min(1.0);
-            self.release_fast + (self.release_slow - self.release_fast) * w
-        } else {
-            self.release_slow
-        };
+        self.release_coeff = release_coeff(
+            self.auto_release,
+            self.release_fast,
+            self.release_slow,
+            self.auto_average,
+        );
     }
 
+    /// Processes one chunk of at most [`CHUNK`] frames.
     fn process_chunk(&mut self, left: &mut [f32], right: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.use_avx2 {
+            // SAFETY: `use_avx2` is only set when the CPU reports AVX2 and FMA
+            // (`avx2_fma_available`), which is all `process_chunk_avx2_fma` requires.
+            unsafe { process_chunk_avx2_fma(self, left, right) };
+            return;
+        }
+        self.process_chunk_impl::<Portable>(left, right);
+    }
+
+    /// [`Limiter::process_chunk`] with the detector on vectors `V` (whose multiply-adds are
+    /// fused in the AVX2 + FMA build; the rest is the same arithmetic in either build).
+    #[inline(always)]
+    fn process_chunk_impl<V: F32x8>(&mut self, left: &mut [f32], right: &mut [f32]) {
         let n = left.len();
         let h = self.x_history;
         // 1. Sanitised input after the history.
@@ -376,7 +429,7 @@ impl Limiter {
         }
 
         // 2. Detector: linked refined true peak per frame.
-        self.detect(n);
+        detect_impl::<V>(self, n);
 
         // 3. Required gain per frame.
         let past = self.hold_len - 1;
@@ -400,17 +453,13 @@ impl Limiter {
         let mut min_gain = self.min_gain;
         let bypass_settled = !self.bypass.is_smoothing();
         if bypass_settled && self.bypass.value() == 0.0 {
-            for (g, &s) in self.gains[..n].iter_mut().zip(&self.sums[..n]) {
-                *g = ((s as f64 * self.sum_to_gain) as f32).min(1.0);
-                min_gain = min_gain.min(*g);
-            }
+            min_gain = self.gains[..n].iter().fold(min_gain, |m, &g| m.min(g));
         } else if bypass_settled {
             self.gains[..n].fill(1.0);
         } else {
-            for (g, &s) in self.gains[..n].iter_mut().zip(&self.sums[..n]) {
-                let limited = ((s as f64 * self.sum_to_gain) as f32).min(1.0);
+            for g in &mut self.gains[..n] {
                 let b = self.bypass.tick();
-                *g = 1.0 - (1.0 - limited) * (1.0 - b);
+                *g = 1.0 - (1.0 - *g) * (1.0 - b);
                 min_gain = min_gain.min(*g);
             }
         }
@@ -432,78 +481,107 @@ impl Limiter {
         }
     }
 
-    /// Runs the detector over `n` new frames, writing `self.peaks[..n]`.
-    fn detect(&mut self, n: usize) {
-        #[cfg(target_arch = "x86_64")]
-        if self.use_avx2 {
-            // SAFETY: `use_avx2` is only set when the CPU reports AVX2 and FMA
-            // (`avx2_fma_available`), which is all `detect_avx2_fma` requires.
-            unsafe { detect_avx2_fma(self, n) };
-            return;
-        }
-        detect_impl::<false>(self, n);
-    }
-
-    /// Hold, release and the box cascade for the `n` new required gains, writing
-    /// `self.sums[..n]`.
+    /// Hold, release and the box cascade for the `n` new required gains, writing the limited
+    /// gain (before the bypass mix) to `self.gains[..n]`.
+    #[inline(always)]
     fn gain_track(&mut self, n: usize) {
         self.hold(n);
-        self.release(n);
-        self.smooth(n);
+        self.release_and_smooth(n);
         if !self.env.is_finite() || !self.auto_average.is_finite() {
             // Unreachable with sanitised input; never let a broken state stick.
             self.reset();
-            self.sums[..n].fill(self.box_sums[BOXES - 1]);
+            let gain = sum_gain(self.box_sums[BOXES - 1], self.sum_to_gain);
+            self.gains[..n].fill(gain);
         }
     }
 
     /// Running minimum of the required gain over the last `hold_len` samples, by doubling:
-    /// level `2s` is `min(level_s[j], level_s[j − s])` (a minimum over `2s` samples), and the
-    /// window is covered by two overlapping power-of-two spans. Branch-free and vectorised.
+    /// level `2s` is `min(level_s[j], level_s[j − s])` (a minimum over `2s` samples, needed
+    /// and computed only for `j ≥ 2s − 1`), and the window is covered by two overlapping
+    /// power-of-two spans. Branch-free and vectorised.
+    #[inline(always)]
     fn hold(&mut self, n: usize) {
         let w = self.hold_len;
         let past = w - 1;
         let len = past + n;
         let [a, b] = &mut self.min_levels;
-        a[..len].copy_from_slice(&self.required[..len]);
+        let required = &self.required[..len];
+        min_into(&mut a[1..len], &required[1..], &required[..len - 1]);
         let (mut cur, mut next) = (a, b);
-        let mut span = 1;
+        let mut span = 2;
         while 2 * span <= w {
-            next[..span].copy_from_slice(&cur[..span]);
-            for (dst, (&x, &y)) in next[span..len]
-                .iter_mut()
-                .zip(cur[span..len].iter().zip(&cur[..len - span]))
-            {
-                *dst = x.min(y);
-            }
+            let first = 2 * span - 1;
+            min_into(
+                &mut next[first..len],
+                &cur[first..len],
+                &cur[first - span..len - span],
+            );
             std::mem::swap(&mut cur, &mut next);
             span *= 2;
         }
         let shift = w - span;
-        for (h, (&x, &y)) in self.held[..n]
-            .iter_mut()
-            .zip(cur[past..len].iter().zip(&cur[past - shift..len - shift]))
-        {
-            *h = x.min(y);
-        }
+        min_into(
+            &mut self.held[..n],
+            &cur[past..len],
+            &cur[past - shift..len - shift],
+        );
         self.required.copy_within(n..len, 0);
     }
 
-    /// Release (`env = min(held, env + (1.001 − env)·k)`) and the automatic release update every
-    /// [`AUTO_STEP`] samples; writes the quantised gain into the first box's input.
-    fn release(&mut self, n: usize) {
+    /// Release (`env = min(held, env + (1.001 − env)·k)`), the automatic release update every
+    /// [`AUTO_STEP`] samples, the exact box cascade
+    /// (`sum_b[t] = sum_b[t − 1] + in_b[t] − in_b[t − L_b]` in integers, box `b + 1` reading
+    /// the sums of box `b`) and the limited gain, for the `n` held gains, into
+    /// `self.gains[..n]`.
+    ///
+    /// Why one loop: the release is a recursion whose latency (subtract, multiply, add, min:
+    /// about ten cycles a sample) sets the pace; the boxes' integer sums and the gain's
+    /// conversion, as separate passes, cost about as much again, but fit in that latency's
+    /// shadow when they run in the same loop.
+    #[inline(always)]
+    fn release_and_smooth(&mut self, n: usize) {
+        let [l0, l1, l2] = self.box_lens;
+        let [in0, in1, in2] = &mut self.box_inputs;
+        let [mut s0, mut s1, mut s2] = self.box_sums;
+        let sum_to_gain = self.sum_to_gain;
         let mut env = self.env;
-        let past = self.box_lens[0];
         let mut i = 0;
         while i < n {
-            let count = (n - i).min((AUTO_STEP - self.auto_count) as usize);
+            // Runs of at most the shortest box: within a run, the inputs a box drops
+            // (`in_b[t]`) and the ones it takes (`in_b[L_b + t]`) are different samples, so the
+            // run works on disjoint slices of equal length (no bounds checks in the loop).
+            let count = (n - i)
+                .min((AUTO_STEP - self.auto_count) as usize)
+                .min(l0.min(l1).min(l2));
+            let (old0, new0) = in0.split_at_mut(l0 + i);
+            let (old1, new1) = in1.split_at_mut(l1 + i);
+            let (old2, new2) = in2.split_at_mut(l2 + i);
+            let (old0, new0) = (&old0[i..i + count], &mut new0[..count]);
+            let (old1, new1) = (&old1[i..i + count], &mut new1[..count]);
+            let (old2, new2) = (&old2[i..i + count], &mut new2[..count]);
+            let held = &self.held[i..i + count];
+            let gains = &mut self.gains[i..i + count];
             let k = self.release_coeff;
             let mut accum = self.auto_accum;
-            let out = &mut self.box_inputs[0][past + i..past + i + count];
-            for (q, &held) in out.iter_mut().zip(&self.held[i..i + count]) {
-                env = (env + (RELEASE_TARGET - env) * k).min(held);
+            for t in 0..count {
+                let released = env + (RELEASE_TARGET - env) * k;
+                // `min` without the NaN case (one instruction on the recursion's path): a
+                // held gain is never NaN, and a NaN `released` gives `held` as `f32::min`
+                // would.
+                env = if released < held[t] {
+                    released
+                } else {
+                    held[t]
+                };
                 accum += 1.0 - env;
-                *q = quantize(env);
+                let q = quantize(env);
+                s0 += q - old0[t];
+                new0[t] = q;
+                s1 += s0 - old1[t];
+                new1[t] = s0;
+                s2 += s1 - old2[t];
+                new2[t] = s1;
+                gains[t] = sum_gain(s2, sum_to_gain);
             }
             self.auto_accum = accum;
             self.auto_count += count as u32;
@@ -513,40 +591,49 @@ impl Limiter {
                     flush(self.auto_average + (mean - self.auto_average) * self.auto_average_coeff);
                 self.auto_accum = 0.0;
                 self.auto_count = 0;
-                self.update_release_coeff();
+                self.release_coeff = release_coeff(
+                    self.auto_release,
+                    self.release_fast,
+                    self.release_slow,
+                    self.auto_average,
+                );
             }
             i += count;
         }
         self.env = env;
-    }
-
-    /// The exact box cascade: `sum_b[t] = sum_b[t − 1] + in_b[t] − in_b[t − L_b]` in integers.
-    fn smooth(&mut self, n: usize) {
-        for b in 0..BOXES {
-            let len = self.box_lens[b];
-            let (head, tail) = self.box_inputs.split_at_mut(b + 1);
-            let input = &head[b];
-            let mut sum = self.box_sums[b];
-            let out: &mut [i64] = match tail.first_mut() {
-                Some(next) => {
-                    let next_len = self.box_lens[b + 1];
-                    &mut next[next_len..next_len + n]
-                }
-                None => &mut self.sums[..n],
-            };
-            for (o, (&new, &old)) in out
-                .iter_mut()
-                .zip(input[len..len + n].iter().zip(&input[..n]))
-            {
-                sum += new - old;
-                *o = sum;
-            }
-            self.box_sums[b] = sum;
-        }
-        for (input, &len) in self.box_inputs.iter_mut().zip(&self.box_lens) {
+        self.box_sums = [s0, s1, s2];
+        for (input, len) in [in0, in1, in2].into_iter().zip([l0, l1, l2]) {
             input.copy_within(n..n + len, 0);
         }
     }
+}
+
+/// `out[i] = min(a[i], b[i])` for required gains (never NaN, so a plain comparison gives
+/// `f32::min`, in one instruction).
+#[inline(always)]
+fn min_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = if x < y { x } else { y };
+    }
+}
+
+/// Release coefficient per sample: with `auto_release`, between `fast` and `slow` according
+/// to the average gain reduction `average` (module doc, step 3); else `slow`.
+#[inline(always)]
+fn release_coeff(auto_release: bool, fast: f32, slow: f32, average: f32) -> f32 {
+    if auto_release {
+        let w = (average / AUTO_FULL_DEPTH).min(1.0);
+        fast + (slow - fast) * w
+    } else {
+        slow
+    }
+}
+
+/// The limited gain (0..=1) from the last box's sum `s`; `sum_to_gain` is
+/// [`Limiter::sum_to_gain`].
+#[inline(always)]
+fn sum_gain(s: i64, sum_to_gain: f64) -> f32 {
+    ((s as f64 * sum_to_gain) as f32).min(1.0)
 }
 
 /// `floor`-like fixed-point value of a gain in 0..=1: `g·GAIN_SCALE` rounded down (or, at
@@ -563,163 +650,590 @@ fn quantize(gain: f32) -> i64 {
     ((v + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
 }
 
-/// [`detect_impl`] compiled for AVX2 and FMA.
+/// [`Limiter::process_chunk_impl`] compiled for AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn detect_avx2_fma(limiter: &mut Limiter, n: usize) {
-    detect_impl::<true>(limiter, n);
+fn process_chunk_avx2_fma(limiter: &mut Limiter, left: &mut [f32], right: &mut [f32]) {
+    limiter.process_chunk_impl::<simd::Avx>(left, right);
 }
 
-/// One quantity for the `BLOCK` frames of a detector block.
-type Lanes = [f32; BLOCK];
+/// One quantity for `N` frames.
+type Lanes<const N: usize> = [f32; N];
 
-/// `a·b + c`, fused when `FMA` (only in the build with the FMA target feature).
+/// `a·b + c`, fused when `fma`.
 #[inline(always)]
-fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+fn madd(fma: bool, a: f32, b: f32, c: f32) -> f32 {
+    if fma { a.mul_add(b, c) } else { a * b + c }
 }
 
-/// `BLOCK` consecutive values of `s` from `start`.
+/// `N` consecutive values of `s` from `start`.
 #[inline(always)]
-fn lanes(s: &[f32], start: usize) -> &Lanes {
-    s[start..start + BLOCK].try_into().expect("BLOCK values")
+fn lanes<const N: usize>(s: &[f32], start: usize) -> &Lanes<N> {
+    s[start..start + N].try_into().expect("N values")
 }
 
-/// The detector for `n` frames of both channels (see module doc, step 1), in blocks of
-/// [`BLOCK`] frames; writes `limiter.peaks[..n]` (frames past `n` are computed and ignored).
+/// Largest `|v|` of `s` (0 for an empty slice).
 #[inline(always)]
-fn detect_impl<const FMA: bool>(limiter: &mut Limiter, n: usize) {
-    let coeffs = &limiter.coeffs;
-    let xh = limiter.x_history;
-    let peaks = &mut limiter.peaks;
-    peaks[..n].fill(0.0);
-    for ch in limiter.channels.iter_mut() {
-        let ChannelDetector { x, half, eighth } = ch;
-        let mut base = 0;
-        while base < n {
-            // Stage 1: half-sample points of m = t − K for the block's frames t. The window
-            // holds x[m − K + 1 ..= m + K] for the block's first m, and BLOCK − 1 more.
-            {
-                let start = xh + base + 1 - 2 * DETECTOR_HALF_TAPS;
-                let window: &[f32; 2 * DETECTOR_HALF_TAPS + BLOCK] = x
-                    [start..start + 2 * DETECTOR_HALF_TAPS + BLOCK]
-                    .try_into()
-                    .expect("stage-1 window");
-                let mut acc0 = [0.0f32; BLOCK];
-                let mut acc1 = [0.0f32; BLOCK];
-                for pair in 0..DETECTOR_HALF_TAPS / 2 {
-                    let k = 2 * pair;
-                    let (c0, c1) = (coeffs.stage1[k], coeffs.stage1[k + 1]);
-                    // x[m − k] and x[m + 1 + k] are window[K − 1 − k] and window[K + k].
-                    let l0 = lanes(window, DETECTOR_HALF_TAPS - 1 - k);
-                    let r0 = lanes(window, DETECTOR_HALF_TAPS + k);
-                    let l1 = lanes(window, DETECTOR_HALF_TAPS - 2 - k);
-                    let r1 = lanes(window, DETECTOR_HALF_TAPS + 1 + k);
-                    for l in 0..BLOCK {
-                        acc0[l] = madd::<FMA>(c0, l0[l] + r0[l], acc0[l]);
-                        acc1[l] = madd::<FMA>(c1, l1[l] + r1[l], acc1[l]);
-                    }
-                }
-                let out: &mut Lanes = (&mut half[HALF_HISTORY + base..HALF_HISTORY + base + BLOCK])
-                    .try_into()
-                    .expect("BLOCK values");
-                for l in 0..BLOCK {
-                    out[l] = acc0[l] + acc1[l];
-                }
-            }
+fn max_abs(s: &[f32]) -> f32 {
+    // Eight independent maxima, so that the loop vectorises (max is exact in any order).
+    let mut m = [0.0f32; LANES];
+    let mut chunks = s.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (m, v) in m.iter_mut().zip(c) {
+            *m = m.max(v.abs());
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(0.0f32, |a, v| a.max(v.abs()));
+    m.iter().fold(tail, |a, &b| a.max(b))
+}
 
-            // Stage 2: the ¼, ½, ¾ points of both 2× steps of interval m' = t − K − 4.
-            // `xi` indexes x[m'], `hi` indexes y(m' + ½) for the block's first frame.
-            let xi = xh + base - DETECTOR_LATENCY;
-            let hi = HALF_HISTORY + base - 4;
-            for step in 0..2 {
-                let mut even = [0.0f32; BLOCK];
-                let mut odd = [0.0f32; BLOCK];
-                let mut mid = [0.0f32; BLOCK];
-                for j in 0..STAGE2_TAPS / 2 {
-                    // Pair (z[j], z[15 − j]) of the 2× window; z alternates between x and the
-                    // half-sample points (offsets from the module doc's index map).
-                    let (za, zb) = stage2_pair(x, half, xi, hi, step, j);
-                    let (e, o, m) = (
-                        coeffs.quarter_even[j],
-                        coeffs.quarter_odd[j],
-                        coeffs.half[j],
-                    );
-                    for l in 0..BLOCK {
-                        let s = za[l] + zb[l];
-                        let d = za[l] - zb[l];
-                        even[l] = madd::<FMA>(e, s, even[l]);
-                        odd[l] = madd::<FMA>(o, d, odd[l]);
-                        mid[l] = madd::<FMA>(m, s, mid[l]);
-                    }
-                }
-                let (mut quarter, mut three_quarters) = ([0.0f32; BLOCK], [0.0f32; BLOCK]);
-                for l in 0..BLOCK {
-                    quarter[l] = even[l] + odd[l];
-                    three_quarters[l] = even[l] - odd[l];
-                }
-                let q = 3 * step;
-                // The ¾ point of the second step (7/8) goes one slot later.
-                let slot = if step == 0 { base } else { base + 1 };
-                eighth[q][base..base + BLOCK].copy_from_slice(&quarter);
-                eighth[q + 1][base..base + BLOCK].copy_from_slice(&mid);
-                eighth[q + 2][slot..slot + BLOCK].copy_from_slice(&three_quarters);
-            }
+/// Eight `f32` lanes, the detector's vector: [`simd::Avx`] in the AVX2 + FMA build,
+/// [`Portable`] elsewhere. Both compute the same IEEE operations lane by lane (`mul_add` is
+/// fused exactly when [`F32x8::FMA`]), so each matches the scalar code of the same build to
+/// the bit.
+///
+/// Why explicit vectors: left to the auto-vectoriser, the detector's loops over `[f32; 8]`
+/// arrays came out as 128-bit operations with spilled accumulators.
+trait F32x8: Copy {
+    /// Whether [`F32x8::mul_add`] is fused (one rounding).
+    const FMA: bool;
+    /// All lanes `v`.
+    fn splat(v: f32) -> Self;
+    /// `s[..8]`.
+    fn load(s: &[f32]) -> Self;
+    /// Into `s[..8]`.
+    fn store(self, s: &mut [f32]);
+    /// `self + b`.
+    fn add(self, b: Self) -> Self;
+    /// `self − b`.
+    fn sub(self, b: Self) -> Self;
+    /// `self·b + c`.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Lane-wise maximum (no NaN ever reaches it).
+    fn max(self, b: Self) -> Self;
+    /// Lane-wise `|self|`.
+    fn abs(self) -> Self;
+    /// [`refine`] lane by lane.
+    fn refine(a: Self, b: Self, c: Self) -> Self;
+    /// `out[j + STRIDE·e] = v[j][e]`: strided vectors back to frame order.
+    fn interleave(v: [Self; STRIDE], out: &mut [f32; BLOCK]);
+    /// `[x[p], x[p + STRIDE], …]` for each phase `p`: frame order to strided vectors.
+    fn deinterleave(x: &[f32; BLOCK]) -> [Self; STRIDE];
+}
 
-            // Refinement and the per-interval peak (this channel), then the stereo link.
-            let x0 = lanes(x, xi);
-            let x8 = lanes(x, xi + 1);
-            let h4 = lanes(half, hi);
-            let [p1, p2, p3, p5, p6, p7] = &**eighth;
-            let prev = lanes(p7, base);
-            let (p1, p2, p3) = (lanes(p1, base), lanes(p2, base), lanes(p3, base));
-            let (p5, p6, p7) = (lanes(p5, base), lanes(p6, base), lanes(p7, base + 1));
-            let out = &mut peaks[base..base + BLOCK];
-            for l in 0..BLOCK {
-                let v = [
-                    prev[l].abs(),
-                    x0[l].abs(),
-                    p1[l].abs(),
-                    p2[l].abs(),
-                    p3[l].abs(),
-                    h4[l].abs(),
-                    p5[l].abs(),
-                    p6[l].abs(),
-                    p7[l].abs(),
-                    x8[l].abs(),
-                ];
-                let mut peak = out[l];
-                for q in 1..9 {
-                    peak = peak.max(refine(v[q - 1], v[q], v[q + 1]));
-                }
-                out[l] = peak;
+/// [`F32x8`] as a plain array (no fused multiply-add).
+#[derive(Clone, Copy)]
+struct Portable([f32; LANES]);
+
+impl Portable {
+    #[inline(always)]
+    fn map2(self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        Self(std::array::from_fn(|l| f(self.0[l], b.0[l])))
+    }
+}
+
+impl F32x8 for Portable {
+    const FMA: bool = false;
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Self([v; LANES])
+    }
+    #[inline(always)]
+    fn load(s: &[f32]) -> Self {
+        Self(*lanes(s, 0))
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32]) {
+        s[..LANES].copy_from_slice(&self.0);
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        self.map2(b, |a, b| a + b)
+    }
+    #[inline(always)]
+    fn sub(self, b: Self) -> Self {
+        self.map2(b, |a, b| a - b)
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| self.0[l] * b.0[l] + c.0[l]))
+    }
+    #[inline(always)]
+    fn max(self, b: Self) -> Self {
+        self.map2(b, f32::max)
+    }
+    #[inline(always)]
+    fn abs(self) -> Self {
+        Self(self.0.map(f32::abs))
+    }
+    #[inline(always)]
+    fn refine(a: Self, b: Self, c: Self) -> Self {
+        Self(std::array::from_fn(|l| refine(a.0[l], b.0[l], c.0[l])))
+    }
+    #[inline(always)]
+    fn interleave(v: [Self; STRIDE], out: &mut [f32; BLOCK]) {
+        for (j, v) in v.iter().enumerate() {
+            for (e, &y) in v.0.iter().enumerate() {
+                out[j + STRIDE * e] = y;
             }
-            base += BLOCK;
+        }
+    }
+    #[inline(always)]
+    fn deinterleave(x: &[f32; BLOCK]) -> [Self; STRIDE] {
+        std::array::from_fn(|p| Self(std::array::from_fn(|e| x[p + STRIDE * e])))
+    }
+}
+
+/// AVX2 + FMA implementation of [`F32x8`].
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use super::{BLOCK, F32x8, LANES, STRIDE};
+    use std::arch::x86_64::*;
+
+    /// Eight lanes in an AVX register. Only ever created inside
+    /// [`super::process_chunk_avx2_fma`], which runs only on CPUs with AVX2 and FMA: that is
+    /// what makes the intrinsics below sound.
+    #[derive(Clone, Copy)]
+    pub(super) struct Avx(__m256);
+
+    impl F32x8 for Avx {
+        const FMA: bool = true;
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            // SAFETY (all methods): AVX2 + FMA present, see the type's doc.
+            Self(unsafe { _mm256_set1_ps(v) })
+        }
+        #[inline(always)]
+        fn load(s: &[f32]) -> Self {
+            let s = &s[..LANES];
+            // SAFETY: eight floats.
+            Self(unsafe { _mm256_loadu_ps(s.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32]) {
+            let s = &mut s[..LANES];
+            // SAFETY: eight floats.
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Self(unsafe { _mm256_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn sub(self, b: Self) -> Self {
+            Self(unsafe { _mm256_sub_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn max(self, b: Self) -> Self {
+            Self(unsafe { _mm256_max_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn abs(self) -> Self {
+            unsafe {
+                let mask = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
+                Self(_mm256_and_ps(self.0, mask))
+            }
+        }
+        #[inline(always)]
+        fn refine(a: Self, b: Self, c: Self) -> Self {
+            // b + (b ≥ a ∧ b ≥ c ? |c − a|/8 : 0); adding +0 leaves b (≥ 0) unchanged, so
+            // this is `refine` exactly.
+            unsafe {
+                let local_max = _mm256_and_ps(
+                    _mm256_cmp_ps::<_CMP_GE_OQ>(b.0, a.0),
+                    _mm256_cmp_ps::<_CMP_GE_OQ>(b.0, c.0),
+                );
+                let rise = _mm256_mul_ps(c.sub(a).abs().0, _mm256_set1_ps(0.125));
+                Self(_mm256_add_ps(b.0, _mm256_and_ps(local_max, rise)))
+            }
+        }
+        #[inline(always)]
+        fn interleave(v: [Self; STRIDE], out: &mut [f32; BLOCK]) {
+            // v[j] holds frames j, j + 4, …, j + 28: a 4 × 8 transpose.
+            unsafe {
+                let t0 = _mm256_unpacklo_ps(v[0].0, v[1].0); // 0 1 4 5 | 16 17 20 21
+                let t1 = _mm256_unpackhi_ps(v[0].0, v[1].0); // 8 9 12 13 | 24 25 28 29
+                let t2 = _mm256_unpacklo_ps(v[2].0, v[3].0); // 2 3 6 7 | 18 19 22 23
+                let t3 = _mm256_unpackhi_ps(v[2].0, v[3].0); // 10 11 14 15 | 26 27 30 31
+                let u0 = _mm256_shuffle_ps::<0x44>(t0, t2); // 0..4 | 16..20
+                let u1 = _mm256_shuffle_ps::<0xee>(t0, t2); // 4..8 | 20..24
+                let u2 = _mm256_shuffle_ps::<0x44>(t1, t3); // 8..12 | 24..28
+                let u3 = _mm256_shuffle_ps::<0xee>(t1, t3); // 12..16 | 28..32
+                Self(_mm256_permute2f128_ps::<0x20>(u0, u1)).store(&mut out[0..]);
+                Self(_mm256_permute2f128_ps::<0x20>(u2, u3)).store(&mut out[8..]);
+                Self(_mm256_permute2f128_ps::<0x31>(u0, u1)).store(&mut out[16..]);
+                Self(_mm256_permute2f128_ps::<0x31>(u2, u3)).store(&mut out[24..]);
+            }
+        }
+        #[inline(always)]
+        fn deinterleave(x: &[f32; BLOCK]) -> [Self; STRIDE] {
+            unsafe {
+                let r: [__m256; 4] = std::array::from_fn(|i| Self::load(&x[8 * i..]).0);
+                let t0 = _mm256_unpacklo_ps(r[0], r[1]); // 0 8 1 9 | 4 12 5 13
+                let t1 = _mm256_unpackhi_ps(r[0], r[1]); // 2 10 3 11 | 6 14 7 15
+                let t2 = _mm256_unpacklo_ps(r[2], r[3]); // 16 24 17 25 | 20 28 21 29
+                let t3 = _mm256_unpackhi_ps(r[2], r[3]); // 18 26 19 27 | 22 30 23 31
+                let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+                let fix = |v: __m256| Self(_mm256_permutevar8x32_ps(v, order));
+                [
+                    fix(_mm256_shuffle_ps::<0x44>(t0, t2)), // 0 8 16 24 | 4 12 20 28
+                    fix(_mm256_shuffle_ps::<0xee>(t0, t2)),
+                    fix(_mm256_shuffle_ps::<0x44>(t1, t3)),
+                    fix(_mm256_shuffle_ps::<0xee>(t1, t3)),
+                ]
+            }
         }
     }
 }
 
-/// The pair `(z[j], z[15 − j])` of the 2× window of `step` (0: points m' + 1/8..3/8, 1:
-/// m' + 5/8..7/8) as lanes; `xi` indexes `x[m']`, `hi` indexes `y(m' + ½)`.
+/// The detector for `n` frames of both channels (see module doc, step 1), in blocks of
+/// [`BLOCK`] frames; writes `limiter.peaks[..n]` (frames past `n` are computed and ignored).
+///
+/// Work the result cannot depend on is skipped, so that `peaks` gives exactly the required
+/// gains a full computation would (see [`DetectorCoeffs::stage2_bound`]): a channel's
+/// contribution to a frame's linked peak only matters when it can exceed the ceiling `c`
+/// (`min(1, c/p) = 1` for every `p ≤ c`, and a linked maximum above `c` comes from the other
+/// channel), so it is left at 0 wherever a bound shows it cannot. What later frames read
+/// (the half-sample history and the last ⅞ point) is always computed exactly.
+#[inline(always)]
+fn detect_impl<V: F32x8>(limiter: &mut Limiter, n: usize) {
+    let coeffs = &limiter.coeffs;
+    let xh = limiter.x_history;
+    let blocks = n.div_ceil(BLOCK);
+    // The bounds may skip only with a settled ceiling (one value for the whole chunk).
+    let ceiling = if limiter.skip_enabled && !limiter.ceiling.is_smoothing() {
+        limiter.ceiling.value()
+    } else {
+        0.0
+    };
+    let peaks = &mut limiter.peaks;
+    peaks[..blocks * BLOCK].fill(0.0);
+    for ch in limiter.channels.iter_mut() {
+        let ChannelDetector {
+            x,
+            half,
+            eighth,
+            phases,
+        } = ch;
+
+        // Whole chunk: every half-sample point of frames 0..n reads x[xh − 2K + 1 .. xh + n);
+        // the 2× → 8× stage also reads the exact half-sample history.
+        let chunk_x = max_abs(&x[xh + 1 - 2 * DETECTOR_HALF_TAPS..xh + n]);
+        let chunk_z = (chunk_x * coeffs.stage1_gain).max(max_abs(&half[..HALF_HISTORY]));
+        if chunk_z * coeffs.stage2_gain < ceiling {
+            // Nothing of this channel can reach the ceiling: compute only what the next
+            // chunk reads, the half-sample points of frames n − 8..n and the ⅞ point of
+            // frame n − 1 (frames below 0 are the history, already exact).
+            let first = n.max(LANES) - LANES;
+            let out: &mut Lanes<LANES> = (&mut half
+                [HALF_HISTORY + first..HALF_HISTORY + first + LANES])
+                .try_into()
+                .expect("LANES values");
+            stage1_consecutive::<LANES>(V::FMA, &coeffs.stage1, x, xh + first, out);
+            stage2_single(V::FMA, coeffs, x, half, eighth, xh, n - 1);
+            #[cfg(test)]
+            {
+                limiter.skipped[0] += 1;
+            }
+            continue;
+        }
+
+        // Stage 1 for all blocks, from the input split into its STRIDE phases.
+        let rows = (2 * DETECTOR_HALF_TAPS + blocks * BLOCK) / STRIDE;
+        deinterleave::<V>(&x[xh + 1 - 2 * DETECTOR_HALF_TAPS..], phases, rows);
+        for b in 0..blocks {
+            let base = b * BLOCK;
+            let out: &mut Lanes<BLOCK> = (&mut half
+                [HALF_HISTORY + base..HALF_HISTORY + base + BLOCK])
+                .try_into()
+                .expect("BLOCK values");
+            stage1_block::<V>(&coeffs.stage1, phases, base / STRIDE, out);
+        }
+
+        // Stage 2 and the refinement, block by block, unless the block's 2× points show
+        // that none of its 8× points can reach the ceiling.
+        for b in 0..blocks {
+            let base = b * BLOCK;
+            let xi = xh + base - DETECTOR_LATENCY;
+            let block_z = max_abs(&x[xi - 3..xi + BLOCK + 4]).max(max_abs(
+                &half[HALF_HISTORY + base - 8..HALF_HISTORY + base + BLOCK],
+            ));
+            if block_z * coeffs.stage2_gain < ceiling {
+                // The next block (or chunk) reads this block's last ⅞ point.
+                let last = (base + BLOCK).min(n) - 1;
+                stage2_single(V::FMA, coeffs, x, half, eighth, xh, last);
+                #[cfg(test)]
+                {
+                    limiter.skipped[1] += 1;
+                }
+                continue;
+            }
+            for g in (base..base + BLOCK).step_by(2 * LANES) {
+                stage2::<V, 2>(coeffs, x, half, eighth, xh, g);
+            }
+            for g in (base..base + BLOCK).step_by(LANES) {
+                refine_peaks::<V>(x, half, eighth, xh, g, &mut peaks[g..g + LANES]);
+            }
+        }
+    }
+}
+
+/// Splits `x[..STRIDE·rows]` into its `STRIDE` phases: `phases[p][i] = x[STRIDE·i + p]`.
+#[inline(always)]
+fn deinterleave<V: F32x8>(x: &[f32], phases: &mut [[f32; PHASE_LEN]; STRIDE], rows: usize) {
+    // `rows` is a multiple of LANES (2K and BLOCK are multiples of BLOCK / … = 32).
+    for i in (0..rows).step_by(LANES) {
+        let v = V::deinterleave(x[STRIDE * i..STRIDE * i + BLOCK].try_into().expect("BLOCK"));
+        for (phase, v) in phases.iter_mut().zip(v) {
+            v.store(&mut phase[i..]);
+        }
+    }
+}
+
+/// Stage 1 (half-sample points) for the [`BLOCK`] frames from `STRIDE·row0`, written to
+/// `out` in frame order; `phases` holds the input from `x[m − K + 1]` of the chunk's first
+/// frame on (see [`deinterleave`]).
+///
+/// Why this layout: computed directly (lane = consecutive frame), each tap needs two
+/// unaligned loads per vector, and the loads, not the arithmetic, limit the speed. Here
+/// vector `j` holds the frames `j, j + STRIDE, …, j + STRIDE·(LANES − 1)` of the block, so
+/// the left operand `x[m − k]` of vector `j` at tap `k + 2` is the one of vector `j − 2` at
+/// tap `k` (and the right operand `x[m + 1 + k]` that of vector `j + 2`): two new contiguous
+/// loads per side and tap instead of `STRIDE`. The even and the odd taps run as two passes
+/// (four accumulators and eight operands fit in the sixteen AVX registers). Each lane still
+/// computes `Σ_{k even} c_k·(x[m−k] + x[m+1+k]) + Σ_{k odd} …` in the same order, so the
+/// result is the same to the bit as [`stage1_consecutive`].
+#[inline(always)]
+fn stage1_block<V: F32x8>(
+    c: &[f32; DETECTOR_HALF_TAPS],
+    phases: &[[f32; PHASE_LEN]; STRIDE],
+    row0: usize,
+    out: &mut Lanes<BLOCK>,
+) {
+    const K: usize = DETECTOR_HALF_TAPS;
+    // The rows the block reads from each phase (fixed-size, so that no load needs a check).
+    const ROWS: usize = (2 * DETECTOR_HALF_TAPS + BLOCK) / STRIDE;
+    let window: [&[f32; ROWS]; STRIDE] =
+        std::array::from_fn(|p| phases[p][row0..row0 + ROWS].try_into().expect("ROWS"));
+    // The vector at offset `STRIDE·row0 + o ∓ STRIDE·i` from the phases' origin.
+    let load_minus = |o: usize, i: usize| V::load(&window[o % STRIDE][o / STRIDE - i..]);
+    let load_plus = |o: usize, i: usize| V::load(&window[o % STRIDE][o / STRIDE + i..]);
+    // Offsets of the operands: left(k, j) = j − k + K − 1, right(k, j) = j + k + K.
+    let mut sums = [[V::splat(0.0); STRIDE]; 2];
+    for (parity, acc) in sums.iter_mut().enumerate() {
+        // Start at "tap parity − 2", so that the first shift gives tap `parity`; only the
+        // operands that are shifted on are loaded.
+        let zero = V::splat(0.0);
+        let mut left = [
+            load_plus(K + 1 - parity, 0),
+            load_plus(K + 2 - parity, 0),
+            zero,
+            zero,
+        ];
+        let mut right = [
+            zero,
+            zero,
+            load_plus(K + parity, 0),
+            load_plus(K + 1 + parity, 0),
+        ];
+        // Taps k = STRIDE·i + 2u + parity.
+        for i in 0..K / STRIDE {
+            for u in 0..STRIDE / 2 {
+                let k = STRIDE * i + 2 * u + parity;
+                let o = 2 * u + parity;
+                left = [
+                    load_minus(K - 1 - o, i),
+                    load_minus(K - o, i),
+                    left[0],
+                    left[1],
+                ];
+                right = [
+                    right[2],
+                    right[3],
+                    load_plus(K + 2 + o, i),
+                    load_plus(K + 3 + o, i),
+                ];
+                let ck = V::splat(c[k]);
+                for j in 0..STRIDE {
+                    acc[j] = ck.mul_add(left[j].add(right[j]), acc[j]);
+                }
+            }
+        }
+    }
+    let [even, odd] = sums;
+    V::interleave(std::array::from_fn(|j| even[j].add(odd[j])), out);
+}
+
+/// Stage 1 for the `N` consecutive frames whose newest input is `x[newest]` onwards, written
+/// to `out` (the direct form: lane = frame). Gives the same values as [`stage1_block`].
+#[inline(always)]
+fn stage1_consecutive<const N: usize>(
+    fma: bool,
+    c: &[f32; DETECTOR_HALF_TAPS],
+    x: &[f32],
+    newest: usize,
+    out: &mut Lanes<N>,
+) {
+    const K: usize = DETECTOR_HALF_TAPS;
+    // x[m − k] and x[m + 1 + k] with m = newest − K are x[newest − K − k], x[newest − K + 1 + k].
+    let mut acc0 = [0.0f32; N];
+    let mut acc1 = [0.0f32; N];
+    for pair in 0..K / 2 {
+        let k = 2 * pair;
+        let (c0, c1) = (c[k], c[k + 1]);
+        let l0 = lanes::<N>(x, newest - K - k);
+        let r0 = lanes::<N>(x, newest - K + 1 + k);
+        let l1 = lanes::<N>(x, newest - K - k - 1);
+        let r1 = lanes::<N>(x, newest - K + 2 + k);
+        for l in 0..N {
+            acc0[l] = madd(fma, c0, l0[l] + r0[l], acc0[l]);
+            acc1[l] = madd(fma, c1, l1[l] + r1[l], acc1[l]);
+        }
+    }
+    for l in 0..N {
+        out[l] = acc0[l] + acc1[l];
+    }
+}
+
+/// Stage 2 for the `G·LANES` frames from `f`: the ¼, ½, ¾ points of both 2× steps of each
+/// frame's interval `m' = t − K − 4`, written to `eighth[..][f..f + G·LANES]` (the ⅞ point
+/// one slot later). `G` groups of [`LANES`] frames at a time share the coefficients' loads.
+#[inline(always)]
+fn stage2<V: F32x8, const G: usize>(
+    coeffs: &DetectorCoeffs,
+    x: &[f32],
+    half: &[f32],
+    eighth: &mut [[f32; CHUNK + BLOCK + 1]; 6],
+    xh: usize,
+    f: usize,
+) {
+    // `xi` indexes x[m'], `hi` indexes y(m' + ½) for frame f; the windows hold the 2× points
+    // the frames read (offsets −4..=4 around them, fixed-size: no load needs a check).
+    let (xi, hi) = (xh + f - DETECTOR_LATENCY, HALF_HISTORY + f - 4);
+    const WINDOW: usize = 2 * LANES + 8;
+    const { assert!(G * LANES + 8 <= WINDOW) };
+    let xw: &[f32; WINDOW] = x[xi - 4..xi - 4 + WINDOW].try_into().expect("window");
+    let hw: &[f32; WINDOW] = half[hi - 4..hi - 4 + WINDOW].try_into().expect("window");
+    for step in 0..2 {
+        let mut even = [V::splat(0.0); G];
+        let mut odd = [V::splat(0.0); G];
+        let mut mid = [V::splat(0.0); G];
+        for j in 0..STAGE2_TAPS / 2 {
+            // Pair (z[j], z[15 − j]) of the 2× window; z alternates between x and the
+            // half-sample points (offsets from the module doc's index map).
+            let ((sa, a), (sb, b)) = stage2_pair(4, 4, step, j);
+            let (e, o, m) = (
+                V::splat(coeffs.quarter_even[j]),
+                V::splat(coeffs.quarter_odd[j]),
+                V::splat(coeffs.half[j]),
+            );
+            for g in 0..G {
+                let za = V::load(&[xw, hw][sa][a + g * LANES..]);
+                let zb = V::load(&[xw, hw][sb][b + g * LANES..]);
+                let (s, d) = (za.add(zb), za.sub(zb));
+                even[g] = e.mul_add(s, even[g]);
+                odd[g] = o.mul_add(d, odd[g]);
+                mid[g] = m.mul_add(s, mid[g]);
+            }
+        }
+        let q = 3 * step;
+        // The ¾ point of the second step (⅞) goes one slot later.
+        let slot = if step == 0 { f } else { f + 1 };
+        for g in 0..G {
+            let at = g * LANES;
+            even[g].add(odd[g]).store(&mut eighth[q][f + at..]);
+            mid[g].store(&mut eighth[q + 1][f + at..]);
+            even[g].sub(odd[g]).store(&mut eighth[q + 2][slot + at..]);
+        }
+    }
+}
+
+/// [`stage2`] for the single frame `f` (the same arithmetic, scalar).
+#[inline(always)]
+fn stage2_single(
+    fma: bool,
+    coeffs: &DetectorCoeffs,
+    x: &[f32],
+    half: &[f32],
+    eighth: &mut [[f32; CHUNK + BLOCK + 1]; 6],
+    xh: usize,
+    f: usize,
+) {
+    let (xi, hi) = (xh + f - DETECTOR_LATENCY, HALF_HISTORY + f - 4);
+    for step in 0..2 {
+        let (mut even, mut odd, mut mid) = (0.0f32, 0.0f32, 0.0f32);
+        for j in 0..STAGE2_TAPS / 2 {
+            let ((sa, a), (sb, b)) = stage2_pair(xi, hi, step, j);
+            let (za, zb) = ([x, half][sa][a], [x, half][sb][b]);
+            let (s, d) = (za + zb, za - zb);
+            even = madd(fma, coeffs.quarter_even[j], s, even);
+            odd = madd(fma, coeffs.quarter_odd[j], d, odd);
+            mid = madd(fma, coeffs.half[j], s, mid);
+        }
+        let q = 3 * step;
+        let slot = if step == 0 { f } else { f + 1 };
+        eighth[q][f] = even + odd;
+        eighth[q + 1][f] = mid;
+        eighth[q + 2][slot] = even - odd;
+    }
+}
+
+/// Refinement and the per-interval peak of the [`LANES`] frames from `f` (this channel),
+/// raised into `peaks` (the stereo link).
+#[inline(always)]
+fn refine_peaks<V: F32x8>(
+    x: &[f32],
+    half: &[f32],
+    eighth: &[[f32; CHUNK + BLOCK + 1]; 6],
+    xh: usize,
+    f: usize,
+    peaks: &mut [f32],
+) {
+    let (xi, hi) = (xh + f - DETECTOR_LATENCY, HALF_HISTORY + f - 4);
+    let [p1, p2, p3, p5, p6, p7] = eighth;
+    let v = [
+        V::load(&p7[f..]),
+        V::load(&x[xi..]),
+        V::load(&p1[f..]),
+        V::load(&p2[f..]),
+        V::load(&p3[f..]),
+        V::load(&half[hi..]),
+        V::load(&p5[f..]),
+        V::load(&p6[f..]),
+        V::load(&p7[f + 1..]),
+        V::load(&x[xi + 1..]),
+    ]
+    .map(V::abs);
+    let mut peak = V::load(peaks);
+    for q in 1..9 {
+        peak = peak.max(V::refine(v[q - 1], v[q], v[q + 1]));
+    }
+    peak.store(peaks);
+}
+
+/// Where the pair `(z[j], z[15 − j])` of the 2× window of `step` (0: points m' + 1/8..3/8,
+/// 1: m' + 5/8..7/8) is: `(source, index)` each, source 0 = `x`, 1 = the half-sample points;
+/// `xi` indexes `x[m']`, `hi` indexes `y(m' + ½)`.
 ///
 /// The 2× sequence is `z[2m] = x[m]`, `z[2m + 1] = y(m + ½)`; step 0 reads `z[2m' − 7 + j]`,
 /// step 1 reads `z[2m' − 6 + j]`, which gives the offsets below (j even / odd).
 #[inline(always)]
-fn stage2_pair<'a>(
-    x: &'a [f32],
-    half: &'a [f32],
-    xi: usize,
-    hi: usize,
-    step: usize,
-    j: usize,
-) -> (&'a Lanes, &'a Lanes) {
+fn stage2_pair(xi: usize, hi: usize, step: usize, j: usize) -> ((usize, usize), (usize, usize)) {
     let (xi, hi, j) = (xi as isize, hi as isize, j as isize);
-    let at = |s: &'a [f32], i: isize| lanes(s, i as usize);
+    let x = |i: isize| (0, i as usize);
+    let h = |i: isize| (1, i as usize);
     match (step, j % 2) {
-        (0, 0) => (at(half, hi + (j - 8) / 2), at(x, xi + (8 - j) / 2)),
-        (0, _) => (at(x, xi + (j - 7) / 2), at(half, hi + (7 - j) / 2)),
-        (_, 0) => (at(x, xi + (j - 6) / 2), at(half, hi + (8 - j) / 2)),
-        (_, _) => (at(half, hi + (j - 7) / 2), at(x, xi + (9 - j) / 2)),
+        (0, 0) => (h(hi + (j - 8) / 2), x(xi + (8 - j) / 2)),
+        (0, _) => (x(xi + (j - 7) / 2), h(hi + (7 - j) / 2)),
+        (_, 0) => (x(xi + (j - 6) / 2), h(hi + (8 - j) / 2)),
+        (_, _) => (h(hi + (j - 7) / 2), x(xi + (9 - j) / 2)),
     }
 }
 
@@ -752,6 +1266,8 @@ impl DetectorCoeffs {
             quarter_even: [0.0; STAGE2_TAPS / 2],
             quarter_odd: [0.0; STAGE2_TAPS / 2],
             half: [0.0; STAGE2_TAPS / 2],
+            stage1_gain: 0.0,
+            stage2_gain: 0.0,
         };
         for j in 0..half2 {
             let (a, b) = (quarter[j], quarter[STAGE2_TAPS - 1 - j]);
@@ -759,7 +1275,26 @@ impl DetectorCoeffs {
             coeffs.quarter_odd[j] = (0.5 * (a - b)) as f32;
             coeffs.half[j] = mid[j] as f32;
         }
+        let stage1_sum: f64 = coeffs.stage1.iter().map(|&c| 2.0 * (c as f64).abs()).sum();
+        coeffs.stage1_gain = (stage1_sum.max(1.0) * (1.0 + BOUND_MARGIN)) as f32;
+        coeffs.stage2_gain = coeffs.stage2_bound() as f32;
         coeffs
+    }
+
+    /// Factor `B` such that no refined peak of a frame exceeds `B·Z`, where `Z` is the
+    /// largest magnitude among the 2× points (`x` and half-sample points) its stage-2 windows
+    /// read: every 8× point is a filter output, at most `Z·Σ|h|` for its kernel `h` (the ¼
+    /// and ¾ kernels are `e ± o`; the input samples themselves count with 1), and
+    /// [`refine`] raises a local maximum `b ≥ a, c ≥ 0` by `|c − a|/8 ≤ b/8`, so
+    /// `B = 9/8 · max(Σ|h¼|, Σ|h½|, 1)`, raised by [`BOUND_MARGIN`] for rounding.
+    fn stage2_bound(&self) -> f64 {
+        let (mut quarter, mut mid) = (0.0f64, 0.0f64);
+        for j in 0..STAGE2_TAPS / 2 {
+            let (e, o) = (self.quarter_even[j] as f64, self.quarter_odd[j] as f64);
+            quarter += (e + o).abs() + (e - o).abs();
+            mid += 2.0 * (self.half[j] as f64).abs();
+        }
+        1.125 * quarter.max(mid).max(1.0) * (1.0 + BOUND_MARGIN)
     }
 }
 
@@ -849,6 +1384,7 @@ mod tests {
     fn detector_peaks(x: &[f32], avx2: bool) -> Vec<f32> {
         let mut lim = Limiter::new(48_000.0);
         lim.use_avx2 = avx2 && avx2_fma_available();
+        lim.skip_enabled = false;
         let mut l = x.to_vec();
         l.extend(std::iter::repeat_n(0.0, DETECTOR_LATENCY));
         let mut r = vec![0.0; l.len()];
@@ -927,6 +1463,47 @@ mod tests {
         }
         println!("sines: worst under-read {under:.4} dB, over-read {over:.4} dB");
         assert!(under < 0.005 && over < 0.05, "{under} {over}");
+    }
+
+    /// Skipping detector work under the bounds changes nothing: the same output, to the bit,
+    /// as computing every peak, in both builds of the detector, for a signal that moves
+    /// between silence, quiet, near-ceiling and limited passages, through a ceiling change.
+    #[test]
+    fn skipped_detector_work_changes_nothing() {
+        for avx2 in [false, true] {
+            for fs in [44_100.0, 96_000.0] {
+                let len = 40_000;
+                let (nl, nr) = (noise(len, 21), noise(len, 22));
+                let level = |i: usize| 3.0 * (i as f32 / 5000.0).sin().powi(6);
+                let l: Vec<f32> = (0..len)
+                    .map(|i| level(i) * (0.7 * (i as f32 * 0.03).sin() + 0.3 * nl[i]))
+                    .collect();
+                let r: Vec<f32> = (0..len)
+                    .map(|i| level(i + 900) * (0.6 * (i as f32 * 0.011).sin() + 0.4 * nr[i]))
+                    .collect();
+                let mut outs = Vec::new();
+                let mut skipped = [0; 2];
+                for skip in [true, false] {
+                    let mut lim = limiter(fs, &settings(-1.0));
+                    lim.use_avx2 = avx2 && avx2_fma_available();
+                    lim.skip_enabled = skip;
+                    let (mut l, mut r) = (l.clone(), r.clone());
+                    for (i, (lb, rb)) in l.chunks_mut(100).zip(r.chunks_mut(100)).enumerate() {
+                        if i == 210 {
+                            lim.set_settings(&settings(-4.0));
+                        }
+                        lim.process(lb, rb);
+                    }
+                    outs.push((l, r));
+                    if skip {
+                        skipped = lim.skipped;
+                    }
+                }
+                // Both kinds of skip happened, and changed nothing.
+                assert!(skipped[0] > 20 && skipped[1] > 20, "{skipped:?}");
+                assert!(outs[0] == outs[1], "avx2 {avx2}, {fs} Hz");
+            }
+        }
     }
 
     #[test]
