@@ -28,6 +28,8 @@
 //! - `meters/bank_plus_3_sets`: the 8 stems in one `StemMeterBank`, plus 3 `MeterSet`s (what
 //!   the engine runs now).
 //! - `meters/bank`: the `StemMeterBank` alone (8 stems).
+//! - `meters/bank_of_3`: master, unprocessed sum and main input in one bank of 3 (what the
+//!   engine runs for its buses).
 //! - `meters/bank_plus_bank_of_3`: the 8 stems in one bank and master, unprocessed sum and main
 //!   input in a second bank of 3 (an option for the engine: all three are ready together at
 //!   the end of a chunk, before the monitor mix).
@@ -246,6 +248,19 @@ fn bench_meters(c: &mut Criterion) {
         );
 
         let buses = std::cell::RefCell::new(StemMeterBank::new(SAMPLE_RATE, 3));
+        bench(
+            c,
+            &format!("bank_of_3{suffix}"),
+            &x,
+            MAX_STEMS..MAX_STEMS + 3,
+            |ch| {
+                let buses_in: [[&[f32]; 2]; 3] =
+                    std::array::from_fn(|s| [&ch[MAX_STEMS + s][0][..], &ch[MAX_STEMS + s][1][..]]);
+                buses.borrow_mut().process(&buses_in);
+            },
+            || buses.borrow_mut().publish(&out[MAX_STEMS..]),
+        );
+
         bench(
             c,
             &format!("bank_plus_bank_of_3{suffix}"),
