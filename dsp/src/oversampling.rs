@@ -53,12 +53,17 @@
 //! the impulse response is symmetric about sample 30).
 //!
 //! **Cost** per base sample and channel: 22 + 12 + 14 + 69 = 117 multiply-adds and four calls
-//! of the non-linearity (the previous 4× chain, designed for ≥ 79 dB, took 253). The filters
-//! run on tiles of [`MAX_BLOCK`] base samples in "outer product" form (see `fir_acc`) over
-//! fixed-size arrays, which the compiler vectorises (SSE2 on baseline x86-64, NEON on
-//! aarch64); the caller may run [`Oversampler4x::process_tile`] inside a function compiled for
-//! AVX2 and FMA (see [`avx2_fma_available`](crate::util::avx2_fma_available)), as the saturation does: then ≈ 8 ns per stereo
-//! frame for the filters of both channels on the development machine (release build).
+//! of the non-linearity (the previous 4× chain, designed for ≥ 79 dB, took 253). The work is
+//! done on tiles of [`MAX_BLOCK`] base samples, pass by pass (up 1, up 2, the non-linearity,
+//! down 2, down 1), in vectors of eight consecutive frames of one stream (`F32x8`: plain
+//! arrays, or one AVX register when the caller runs `Oversampler4x::process_tile` inside a
+//! function compiled for AVX2 and FMA, after
+//! [`avx2_fma_available`](crate::util::avx2_fma_available), as the saturation does). The long
+//! FIRs (up 1, down 1) keep a whole tile of outputs in registers and load each input vector
+//! once for several taps (see `fir_rows`): on the development machine (AMD Zen 3, AVX2) they
+//! then run at about the rate of its two multiply-add pipes. The input is kept
+//! ([`HISTORY`] samples) so that the caller gets it back delayed by [`LATENCY`], aligned with
+//! the output (the dry path), and can rebuild the state from it.
 //! Allocation-free after `new`.
 
 /// Oversampling factor.
@@ -81,10 +86,21 @@ const HB2_K: usize = 3;
 /// and the total delay lands on a base-rate sample).
 const DOWN1_LEN: usize = 69;
 
-/// History of the input line: `x[m − 21]` is the oldest sample up 1 reads.
-const X_HIST: usize = 2 * UP1_K - 1;
-/// History of the `vₑ`, `vₒ` lines (up 2 reads back to `vₒ[m − 3]`).
-const V_HIST: usize = HB2_K;
+/// Input samples the oversampler keeps ([`Oversampler4x::input_history`]): the span of input
+/// its state depends on (`2·LATENCY + 2`: the impulse response and the one sample of history
+/// the last decimator keeps beyond it) and a little more, so that a caller can rebuild the
+/// exact state from them (a warm restart), and at least [`LATENCY`] for the dry path.
+pub const HISTORY: usize = 2 * LATENCY + 8;
+
+/// History of the input line: up 1 reads back to `x[m − 21]`, the dry path to
+/// `x[m − LATENCY]`, and [`HISTORY`] samples are kept for a warm restart.
+const X_HIST: usize = HISTORY;
+
+const _: () = assert!(X_HIST >= 2 * UP1_K - 1 && X_HIST >= LATENCY && HISTORY >= 2 * LATENCY + 2);
+/// History of the `vₑ` line (up 2 reads back to `vₑ[m − 2]`).
+const V_HIST: usize = HB2_K - 1;
+/// `vₒ[m] = x[m − VO_DELAY]`: the odd 2·fs samples are the input, delayed by up 1's centre.
+const VO_DELAY: usize = UP1_K - 1;
 /// History of the `s_p` lines (down 2 reads back to `s₂[m − 3]`).
 const S_HIST: usize = HB2_K;
 /// History of the `uₑ`, `uₒ` lines (down 1 reads back to `uₑ[m − 34]`, `uₒ[m − 34]`).
@@ -221,110 +237,312 @@ const DOWN1_EVEN: [f32; DOWN1_LEN.div_ceil(2)] = branch(&DOWN1, 0);
 /// `d_{2j+1}`, `j < 34`: down 1 on `uₒ`.
 const DOWN1_ODD: [f32; DOWN1_LEN / 2] = branch(&DOWN1, 1);
 
-/// `a·b + c`, fused when `FMA` (only inside functions compiled with the FMA target feature:
-/// elsewhere `mul_add` would be a slow library call).
-#[inline(always)]
-pub(crate) fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
-    if FMA { a.mul_add(b, c) } else { a * b + c }
+/// Up 1 for [`fir`]: 6 residues of 3 taps, 2 of 2.
+const UP1_FIR: BlockedFir<{ 2 * UP1_K }, 3, 2> = BlockedFir::new(&UP1, 0);
+/// Down 1 on `uₑ` for [`fir`]: taps 0..32 (4 per residue), then 32..35 (1 per residue).
+const DOWN1_EVEN_FIR: (BlockedFir<35, 4, 3>, BlockedFir<35, 1, 0>) = (
+    BlockedFir::new(&DOWN1_EVEN, 0),
+    BlockedFir::new(&DOWN1_EVEN, 32),
+);
+/// Down 1 on `uₒ` for [`fir`]: taps 0..32, then 32..34.
+const DOWN1_ODD_FIR: (BlockedFir<34, 4, 3>, BlockedFir<34, 1, 0>) = (
+    BlockedFir::new(&DOWN1_ODD, 0),
+    BlockedFir::new(&DOWN1_ODD, 32),
+);
+
+/// Lanes per vector: the filters work on eight consecutive base-rate frames at a time.
+pub(crate) const LANES: usize = 8;
+
+/// Vectors per tile.
+const VECTORS: usize = MAX_BLOCK / LANES;
+
+const _: () = assert!(MAX_BLOCK.is_multiple_of(LANES));
+
+/// Eight `f32` lanes, the unit every filter and the curve are written in: eight consecutive
+/// base-rate frames of one stream. Two implementations: [`Portable`] (plain arrays, which the
+/// compiler maps to SSE2/NEON) and, on x86-64, [`Avx2Fma`] (one AVX register, fused
+/// multiply-adds), used only inside functions compiled with those features after the run-time
+/// check ([`avx2_fma_available`](crate::util::avx2_fma_available)).
+///
+/// Why a hand-written vector type: the filters keep a whole tile of outputs (eight vectors)
+/// in registers while they run over their taps, each input vector loaded once for several
+/// taps (see `fir_rows`), nothing stored until the end. Written as element-wise loops over a
+/// tile, the compiler instead reloads and stores the accumulators every few taps, and loads,
+/// not arithmetic, then bound the loop.
+pub(crate) trait F32x8: Copy {
+    /// Every lane `v`.
+    fn splat(v: f32) -> Self;
+    /// `s[0..8]`.
+    fn load(s: &[f32; LANES]) -> Self;
+    /// Writes the lanes to `s[0..8]`.
+    fn store(self, s: &mut [f32; LANES]);
+    /// `self·b + c` (fused in [`Avx2Fma`]).
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// `self + b`.
+    fn add(self, b: Self) -> Self;
+    /// `self·b`.
+    fn mul(self, b: Self) -> Self;
+    /// `self / b`.
+    fn div(self, b: Self) -> Self;
+    /// `self` clamped to `[lo, hi]` (finite lanes).
+    fn clamp(self, lo: Self, hi: Self) -> Self;
 }
 
-/// Block FIR in "outer product" form: `acc[k] += Σ_i c[i]·line[start + k − i]` for every `k`
-/// of the tile, i.e. `Σ_i c[i]·x[m − i]` with `line[start + k]` holding `x[m]`. Each tap is
-/// a multiply-add over the whole tile, an element-wise loop over fixed-size arrays that the
-/// compiler vectorises at any optimisation level (a dot product per output would need a
-/// horizontal reduction, which it does not vectorise without fast-math). Every output sums its
-/// taps in the same order, so the result does not depend on how a signal is cut into blocks.
-///
-/// Taps go four at a time, so that the accumulators are loaded and stored once per four taps.
-/// In each block of 32 taps they are grouped with a stride of 8 (`i, i + 8, i + 16, i + 24`):
-/// the four shifted inputs then differ by whole vectors of 8 lanes, and the compiler loads
-/// each vector once for several taps (≈ 40 % faster with AVX2, where loads bound the loop).
+/// [`F32x8`] as a plain array (any target; multiply-adds not fused).
+#[derive(Clone, Copy)]
+pub(crate) struct Portable([f32; LANES]);
+
+impl Portable {
+    #[inline(always)]
+    fn zip(self, b: Self, f: impl Fn(f32, f32) -> f32) -> Self {
+        let mut out = [0.0; LANES];
+        for ((o, &x), &y) in out.iter_mut().zip(&self.0).zip(&b.0) {
+            *o = f(x, y);
+        }
+        Self(out)
+    }
+}
+
+impl F32x8 for Portable {
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Self([v; LANES])
+    }
+    #[inline(always)]
+    fn load(s: &[f32; LANES]) -> Self {
+        Self(*s)
+    }
+    #[inline(always)]
+    fn store(self, s: &mut [f32; LANES]) {
+        *s = self.0;
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        self.mul(b).add(c)
+    }
+    #[inline(always)]
+    fn add(self, b: Self) -> Self {
+        self.zip(b, |x, y| x + y)
+    }
+    #[inline(always)]
+    fn mul(self, b: Self) -> Self {
+        self.zip(b, |x, y| x * y)
+    }
+    #[inline(always)]
+    fn div(self, b: Self) -> Self {
+        self.zip(b, |x, y| x / y)
+    }
+    #[inline(always)]
+    fn clamp(self, lo: Self, hi: Self) -> Self {
+        self.zip(lo, |x, l| if x < l { l } else { x })
+            .zip(hi, |x, h| if x > h { h } else { x })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) use avx2::Avx2Fma;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{F32x8, LANES};
+    use std::arch::x86_64::*;
+
+    /// [`F32x8`] in one AVX register, multiply-adds fused. Only ever used inside a function
+    /// compiled with `#[target_feature(enable = "avx2,fma")]` that runs after
+    /// [`avx2_fma_available`](crate::util::avx2_fma_available) said yes: every method is
+    /// inlined there, which is what makes its intrinsics sound.
+    #[derive(Clone, Copy)]
+    pub(crate) struct Avx2Fma(__m256);
+
+    // SAFETY (every `unsafe` below): the intrinsics need AVX (and FMA for `mul_add`), which
+    // the only callers, compiled for AVX2 + FMA and run after the CPU check, have; loads and
+    // stores go through references to exactly eight `f32`.
+    impl F32x8 for Avx2Fma {
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            Self(unsafe { _mm256_set1_ps(v) })
+        }
+        #[inline(always)]
+        fn load(s: &[f32; LANES]) -> Self {
+            Self(unsafe { _mm256_loadu_ps(s.as_ptr()) })
+        }
+        #[inline(always)]
+        fn store(self, s: &mut [f32; LANES]) {
+            unsafe { _mm256_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            Self(unsafe { _mm256_fmadd_ps(self.0, b.0, c.0) })
+        }
+        #[inline(always)]
+        fn add(self, b: Self) -> Self {
+            Self(unsafe { _mm256_add_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn mul(self, b: Self) -> Self {
+            Self(unsafe { _mm256_mul_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn div(self, b: Self) -> Self {
+            Self(unsafe { _mm256_div_ps(self.0, b.0) })
+        }
+        #[inline(always)]
+        fn clamp(self, lo: Self, hi: Self) -> Self {
+            Self(unsafe { _mm256_min_ps(_mm256_max_ps(self.0, lo.0), hi.0) })
+        }
+    }
+}
+
+/// The eight samples `line[i..i + 8]`.
 #[inline(always)]
-fn fir_acc<const FMA: bool>(acc: &mut Tile, c: &[f32], line: &[f32], start: usize) {
-    let strided = c.len() / 32 * 32;
-    for block in (0..strided).step_by(32) {
-        for column in 0..8 {
-            let i = block + column;
-            let w: &[f32; MAX_BLOCK + 24] = line[start - i - 24..start - i + MAX_BLOCK]
-                .try_into()
-                .expect("a tile and 24 samples");
-            let q = [c[i], c[i + 8], c[i + 16], c[i + 24]];
-            for k in 0..MAX_BLOCK {
-                let a = madd::<FMA>(q[0], w[24 + k], acc[k]);
-                let a = madd::<FMA>(q[1], w[16 + k], a);
-                let a = madd::<FMA>(q[2], w[8 + k], a);
-                acc[k] = madd::<FMA>(q[3], w[k], a);
+pub(crate) fn lanes(line: &[f32], i: usize) -> &[f32; LANES] {
+    line[i..i + LANES].try_into().expect("eight samples")
+}
+
+/// The eight samples `line[i..i + 8]`, mutably.
+#[inline(always)]
+pub(crate) fn lanes_mut(line: &mut [f32], i: usize) -> &mut [f32; LANES] {
+    (&mut line[i..i + LANES]).try_into().expect("eight samples")
+}
+
+/// A FIR's taps from `first` on, regrouped for [`fir`]: by residue `r = (i − first) mod 8`,
+/// the `T` taps `first + r + 8t` of each residue `r < full`, the `TL = T − 1` of the others
+/// (all taps up to `first + 8T` or `N`, whichever is smaller).
+struct BlockedFir<const N: usize, const T: usize, const TL: usize> {
+    /// The first tap.
+    first: usize,
+    /// Residues with `T` taps: `r < full` (0..=8).
+    full: usize,
+    /// Row `r < full`: `c[first + r + 8t]`, `t < T`.
+    long: [[f32; T]; LANES],
+    /// Row `r ≥ full`: `c[first + r + 8t]`, `t < TL`.
+    short: [[f32; TL]; LANES],
+}
+
+impl<const N: usize, const T: usize, const TL: usize> BlockedFir<N, T, TL> {
+    /// Regroups `c` from tap `first`.
+    const fn new(c: &[f32; N], first: usize) -> Self {
+        assert!(TL + 1 == T && T <= 4 && first + LANES * TL <= N);
+        let full = if N - first - LANES * TL < LANES {
+            N - first - LANES * TL
+        } else {
+            LANES
+        };
+        let mut plan = Self {
+            first,
+            full,
+            long: [[0.0; T]; LANES],
+            short: [[0.0; TL]; LANES],
+        };
+        let mut r = 0;
+        while r < LANES {
+            let mut t = 0;
+            while t < T {
+                if r < full {
+                    plan.long[r][t] = c[first + r + LANES * t];
+                } else if t < TL {
+                    plan.short[r][t] = c[first + r + LANES * t];
+                }
+                t += 1;
+            }
+            r += 1;
+        }
+        plan
+    }
+}
+
+/// Block FIR, `acc[k] += Σ_i c[i]·x[m − i]` over the taps of `plan`, for the eight vectors
+/// `k` of a tile, with `line[start + j]` holding `x[m]` for the tile's `j`-th frame `m`.
+/// `T ≤ 4` keeps every block in the sixteen AVX registers (eight accumulators, `T`
+/// coefficients, at most `T` input vectors in flight).
+#[inline(always)]
+fn fir<V: F32x8, const N: usize, const T: usize, const TL: usize>(
+    acc: &mut [V; VECTORS],
+    plan: &BlockedFir<N, T, TL>,
+    line: &[f32],
+    start: usize,
+) {
+    let window = &line[start + 1 - N..start + MAX_BLOCK];
+    fir_rows::<V, N, T>(acc, &plan.long[..plan.full], window, plan.first);
+    fir_rows::<V, N, TL>(
+        acc,
+        &plan.short[plan.full..],
+        window,
+        plan.first + plan.full,
+    );
+}
+
+/// The taps `i₀ + 8t` (`t < T`, coefficients `rows[j][t]`, `i₀ = first + j`) of [`fir`];
+/// `window[N − 1 + j]` holds `x[m]` of the tile's `j`-th frame.
+///
+/// Tap `i` of vector `k` reads the eight samples starting `8k − i` after the tile's first,
+/// which is where tap `i + 8` of vector `k + 1` reads too. So with the `T` coefficients of a
+/// row in registers, each of the `T + 7` input vectors that start at `8q − i₀`
+/// (`q = −(T−1) … 7`) is loaded once and multiplied into every accumulator `k = q + t` it
+/// belongs to: `(2T + 7)/8T` loads per multiply-add (0.47 for `T = 4`) instead of `9/8` for
+/// one tap at a time. The loads — half of them straddling a cache line — are what bounds a
+/// plain FIR on this kind of core (AVX2: two loads and two multiply-adds per cycle). Every
+/// output sums its taps in one fixed order (row by row, `t` descending), whatever its place
+/// in the tile, so the result does not depend on how a signal is cut into blocks.
+///
+/// The rows are a real loop (they go through `black_box`, which costs nothing): fully
+/// unrolled, the whole filter is one long block of straight-line code, and the compiler's
+/// scheduler then takes it accumulator by accumulator, keeping input vectors for later ones
+/// in stack slots — slower than loading each tap's input afresh.
+#[inline(always)]
+fn fir_rows<V: F32x8, const N: usize, const T: usize>(
+    acc: &mut [V; VECTORS],
+    rows: &[[f32; T]],
+    window: &[f32],
+    first: usize,
+) {
+    if T == 0 {
+        return;
+    }
+    for (j, row) in std::hint::black_box(rows).iter().enumerate() {
+        // Input vector `u` (`q = u − (T − 1)`) starts at `N − 1 − i₀ + 8q` in `window`.
+        let base = N - 1 - (first + j) - LANES * (T - 1);
+        let inputs = &window[base..base + LANES * (T + VECTORS - 1)];
+        let mut coef = [V::splat(0.0); T];
+        for (c, &v) in coef.iter_mut().zip(row) {
+            *c = V::splat(v);
+        }
+        for u in 0..T + VECTORS - 1 {
+            let w = V::load(lanes(inputs, LANES * u));
+            for t in (0..T).rev() {
+                if let Some(k) = (u + t).checked_sub(T - 1).filter(|&k| k < VECTORS) {
+                    acc[k] = coef[t].mul_add(w, acc[k]);
+                }
             }
         }
     }
-    let (c, start) = (&c[strided..], start - strided);
-    let tile = |i: usize| -> &Tile {
-        line[start - i..start - i + MAX_BLOCK]
-            .try_into()
-            .expect("a tile")
-    };
-    let mut quads = c.chunks_exact(4);
-    let mut i = 0;
-    for q in quads.by_ref() {
-        let (x0, x1, x2, x3) = (tile(i), tile(i + 1), tile(i + 2), tile(i + 3));
-        for k in 0..MAX_BLOCK {
-            let a = madd::<FMA>(q[0], x0[k], acc[k]);
-            let a = madd::<FMA>(q[1], x1[k], a);
-            let a = madd::<FMA>(q[2], x2[k], a);
-            acc[k] = madd::<FMA>(q[3], x3[k], a);
-        }
-        i += 4;
-    }
-    for &ci in quads.remainder() {
-        let x = tile(i);
-        for k in 0..MAX_BLOCK {
-            acc[k] = madd::<FMA>(ci, x[k], acc[k]);
-        }
-        i += 1;
-    }
 }
 
-/// The window `x[m − 2] … x[m + MAX_BLOCK − 1]` of a line for the tile's `m`, with
-/// `line[start + k]` holding `x[m]` (what a 3-tap FIR reads).
+/// Keeps the compiler from moving the loads of one pass (a filter over a whole tile) into
+/// an earlier one. The passes are straight-line code after inlining; left alone, the
+/// compiler may hoist a later filter's loads of a line's *history* (which the passes in
+/// between do not write) to the top, then spill them to the stack and reload them, which
+/// costs more than the loads themselves. An opaque use of the lines' address between passes
+/// (no instructions) makes every pass load what it reads where it reads it.
 #[inline(always)]
-fn short_window(line: &[f32], start: usize) -> &[f32; MAX_BLOCK + HB2_K - 1] {
-    line[start + 1 - HB2_K..start + MAX_BLOCK]
-        .try_into()
-        .expect("a tile and 2 samples")
+fn pass_barrier(lines: *mut Lines) {
+    std::hint::black_box(lines);
 }
 
-/// The stage 2 filters, two 3-tap branches (and the centre tap) in one pass:
-/// `Σ_{i<3} a[i]·xa[m − i] + Σ_{i<3} b[i]·xb[m − i] (+ ½·centre[m])` for the tile's `m`,
-/// from the windows of [`short_window`].
+/// Three coefficients, each in all lanes. (Plain code rather than `array::map` or
+/// `array::from_fn` with a closure: those are not always inlined, and a vector operation in
+/// a function that is not compiled for AVX becomes a call.)
 #[inline(always)]
-fn two_branches<const FMA: bool>(
-    (a, xa): (&[f32; HB2_K], &[f32; MAX_BLOCK + HB2_K - 1]),
-    (b, xb): (&[f32; HB2_K], &[f32; MAX_BLOCK + HB2_K - 1]),
-    centre: Option<&Tile>,
-) -> Tile {
-    let mut out = [0.0f32; MAX_BLOCK];
-    for k in 0..MAX_BLOCK {
-        let mut acc = 0.0f32;
-        for i in 0..HB2_K {
-            acc = madd::<FMA>(a[i], xa[k + HB2_K - 1 - i], acc);
-        }
-        for i in 0..HB2_K {
-            acc = madd::<FMA>(b[i], xb[k + HB2_K - 1 - i], acc);
-        }
-        if let Some(c) = centre {
-            acc = madd::<FMA>(0.5, c[k], acc);
-        }
-        out[k] = acc;
+fn splat3<V: F32x8>(c: &[f32; 3]) -> [V; 3] {
+    [V::splat(c[0]), V::splat(c[1]), V::splat(c[2])]
+}
+
+/// Writes eight vectors to the tile part (after `hist` samples of history) of a line.
+#[inline(always)]
+fn store_tile<V: F32x8>(line: &mut [f32], hist: usize, v: [V; VECTORS]) {
+    for (k, v) in v.into_iter().enumerate() {
+        v.store(lanes_mut(line, hist + LANES * k));
     }
-    out
-}
-
-/// The tile part (after `hist` samples of history) of a line, as a fixed-size array.
-#[inline(always)]
-fn block_mut(line: &mut [f32], hist: usize) -> &mut Tile {
-    (&mut line[hist..hist + MAX_BLOCK])
-        .try_into()
-        .expect("a tile")
 }
 
 /// The tile of a line read `back` samples before its block: `x[m − back]` for the block's `m`.
@@ -335,28 +553,41 @@ fn delayed(line: &[f32], hist: usize, back: usize) -> &Tile {
         .expect("a tile")
 }
 
+/// The tile part (after `hist` samples of history) of a line, as a fixed-size array.
+#[inline(always)]
+fn block_mut(line: &mut [f32], hist: usize) -> &mut Tile {
+    (&mut line[hist..hist + MAX_BLOCK])
+        .try_into()
+        .expect("a tile")
+}
+
 /// After a tile of `len` samples, the last `hist` samples of a `[history | tile]` line up to
-/// `hist + len` become its history. For a whole tile (the usual case) the copy has a constant
-/// size and does not overlap (`hist < MAX_BLOCK`), so it compiles to a few vector moves.
+/// `hist + len` become its history. For a whole tile (the usual case) the copies have
+/// constant sizes and do not overlap (at most a tile each, oldest first), so they compile to a
+/// few vector moves.
 #[inline(always)]
 fn advance(line: &mut [f32], hist: usize, len: usize) {
     if len == MAX_BLOCK {
-        let (head, tail) = line.split_at_mut(MAX_BLOCK);
-        head[..hist].copy_from_slice(&tail[..hist]);
+        let mut done = 0;
+        while done < hist {
+            let n = (hist - done).min(MAX_BLOCK);
+            let (head, tail) = line.split_at_mut(done + MAX_BLOCK);
+            head[done..done + n].copy_from_slice(&tail[..n]);
+            done += n;
+        }
     } else {
         line.copy_within(len..len + hist, 0);
     }
 }
 
-/// The delay lines of one channel: each is `[history | tile]`, oldest first.
+/// The delay lines of one channel: each is `[history | tile]`, oldest first. (`vₒ[m] =
+/// x[m − 10]` needs no line of its own: it is read from `x`.)
 #[derive(Clone)]
 struct Lines {
     /// Input `x` (base rate).
     x: [f32; X_HIST + MAX_BLOCK],
     /// Even samples `vₑ[m] = v[2m]` of the 2·fs signal (interpolated by up 1).
     ve: [f32; V_HIST + MAX_BLOCK],
-    /// Odd samples `vₒ[m] = v[2m + 1]` (= `x[m − 10]`).
-    vo: [f32; V_HIST + MAX_BLOCK],
     /// The four phases `s_p[m] = f(w[4m + p])` of the 4·fs signal.
     s: [[f32; S_HIST + MAX_BLOCK]; 4],
     /// Even samples `uₑ[m] = u[2m]` of the decimated 2·fs signal.
@@ -369,7 +600,6 @@ impl Lines {
     const ZERO: Self = Self {
         x: [0.0; X_HIST + MAX_BLOCK],
         ve: [0.0; V_HIST + MAX_BLOCK],
-        vo: [0.0; V_HIST + MAX_BLOCK],
         s: [[0.0; S_HIST + MAX_BLOCK]; 4],
         ue: [0.0; U_HIST + MAX_BLOCK],
         uo: [0.0; U_HIST + MAX_BLOCK],
@@ -380,7 +610,7 @@ impl Lines {
 /// [`MAX_BLOCK`] base-rate samples.
 #[derive(Clone)]
 pub struct Oversampler4x {
-    /// Delay lines (boxed: ≈ 2.7 kB).
+    /// Delay lines (boxed: ≈ 2 kB).
     lines: Box<Lines>,
 }
 
@@ -420,58 +650,74 @@ impl Oversampler4x {
         let mut offset = 0;
         while offset < n {
             let len = (n - offset).min(MAX_BLOCK);
-            self.process_tile::<false>(
-                &input[offset..offset + len],
-                &mut output[offset..offset + len],
-                |phases| f(offset, phases),
-            );
+            let out = self
+                .process_tile::<Portable>(&input[offset..offset + len], |phases| f(offset, phases));
+            output[offset..offset + len].copy_from_slice(&out.wet[..len]);
             offset += len;
         }
     }
 
-    /// One tile (`min(input.len(), output.len(), MAX_BLOCK)` samples) of [`Self::process`],
-    /// with `f(phases)`. `FMA = true` fuses the multiply-adds: only call it from a function
-    /// compiled with the `fma` target feature (after [`avx2_fma_available`](crate::util::avx2_fma_available)).
+    /// The last [`HISTORY`] input samples, oldest first.
+    pub fn input_history(&self) -> &[f32; HISTORY] {
+        self.lines.x[X_HIST - HISTORY..X_HIST]
+            .try_into()
+            .expect("the history")
+    }
+
+    /// One tile (`min(input.len(), MAX_BLOCK)` samples) of [`Self::process`], with
+    /// `f(phases)`, in the vector type `V` (only use [`Avx2Fma`] from a function compiled for
+    /// AVX2 and FMA, after the run-time check). Returns whole tiles, of which the first `len`
+    /// frames are valid.
     #[inline(always)]
-    pub fn process_tile<const FMA: bool>(
+    pub(crate) fn process_tile<V: F32x8>(
         &mut self,
         input: &[f32],
-        output: &mut [f32],
         f: impl FnOnce([&mut Tile; 4]),
-    ) {
-        let len = input.len().min(output.len()).min(MAX_BLOCK);
-        let Lines {
-            x,
-            ve,
-            vo,
-            s,
-            ue,
-            uo,
-        } = &mut *self.lines;
-        // Samples past `len` in a line's block are stale; they only feed outputs past `len`
-        // (every output reads its own and older positions), which are dropped.
-        x[X_HIST..X_HIST + len].copy_from_slice(&input[..len]);
+    ) -> TileOut {
+        let len = input.len().min(MAX_BLOCK);
+        let lines = std::ptr::from_mut::<Lines>(&mut self.lines);
+        let Lines { x, ve, s, ue, uo } = &mut *self.lines;
+        // Samples past `len` in a line's block are stale (finite leftovers); they only feed
+        // outputs past `len` (every output reads its own and older positions), which are
+        // dropped.
+        if len == MAX_BLOCK {
+            block_mut(x, X_HIST).copy_from_slice(&input[..MAX_BLOCK]);
+        } else {
+            x[X_HIST..X_HIST + len].copy_from_slice(&input[..len]);
+        }
+        let dry = *delayed(x, X_HIST, LATENCY);
 
         // Up 1: fs → 2·fs.
-        let mut acc = [0.0f32; MAX_BLOCK];
-        fir_acc::<FMA>(&mut acc, &UP1, x, X_HIST);
-        *block_mut(ve, V_HIST) = acc;
-        *block_mut(vo, V_HIST) = *delayed(x, X_HIST, UP1_K - 1);
+        let mut acc = [V::splat(0.0); VECTORS];
+        fir(&mut acc, &UP1_FIR, x, X_HIST);
+        store_tile(ve, V_HIST, acc);
 
+        pass_barrier(lines);
         // Up 2: 2·fs → 4·fs, straight into the phases the non-linearity works on.
         let [s0, s1, s2, s3] = s;
-        *block_mut(s0, S_HIST) = two_branches::<FMA>(
-            (&UP2_SAME, short_window(ve, V_HIST)),
-            (&UP2_OTHER, short_window(vo, V_HIST - 1)),
-            None,
-        );
-        *block_mut(s1, S_HIST) = *delayed(ve, V_HIST, 1);
-        *block_mut(s2, S_HIST) = two_branches::<FMA>(
-            (&UP2_SAME, short_window(vo, V_HIST)),
-            (&UP2_OTHER, short_window(ve, V_HIST)),
-            None,
-        );
-        *block_mut(s3, S_HIST) = *delayed(vo, V_HIST, 1);
+        let (same, other) = (splat3::<V>(&UP2_SAME), splat3::<V>(&UP2_OTHER));
+        for k in 0..VECTORS {
+            let m = LANES * k;
+            // `vₑ[m − back]` and `vₒ[m − back] = x[m − 10 − back]` for the vector's frames.
+            let e = |back: usize| V::load(lanes(ve, V_HIST + m - back));
+            let o = |back: usize| V::load(lanes(x, X_HIST + m - VO_DELAY - back));
+            let w0 = same[0].mul(e(0));
+            let w0 = same[1].mul_add(e(1), w0);
+            let w0 = same[2].mul_add(e(2), w0);
+            let w0 = other[0].mul_add(o(1), w0);
+            let w0 = other[1].mul_add(o(2), w0);
+            let w0 = other[2].mul_add(o(3), w0);
+            let w2 = same[0].mul(o(0));
+            let w2 = same[1].mul_add(o(1), w2);
+            let w2 = same[2].mul_add(o(2), w2);
+            let w2 = other[0].mul_add(e(0), w2);
+            let w2 = other[1].mul_add(e(1), w2);
+            let w2 = other[2].mul_add(e(2), w2);
+            w0.store(lanes_mut(s0, S_HIST + m));
+            e(1).store(lanes_mut(s1, S_HIST + m));
+            w2.store(lanes_mut(s2, S_HIST + m));
+            o(1).store(lanes_mut(s3, S_HIST + m));
+        }
 
         f([
             block_mut(s0, S_HIST),
@@ -480,34 +726,63 @@ impl Oversampler4x {
             block_mut(s3, S_HIST),
         ]);
 
+        pass_barrier(lines);
         // Down 2: 4·fs → 2·fs.
-        *block_mut(ue, U_HIST) = two_branches::<FMA>(
-            (&DOWN2_SAME, short_window(s0, S_HIST)),
-            (&DOWN2_OTHER, short_window(s2, S_HIST - 1)),
-            Some(delayed(s3, S_HIST, 2)),
+        let (same, other, half) = (
+            splat3::<V>(&DOWN2_SAME),
+            splat3::<V>(&DOWN2_OTHER),
+            V::splat(0.5),
         );
-        *block_mut(uo, U_HIST) = two_branches::<FMA>(
-            (&DOWN2_SAME, short_window(s2, S_HIST)),
-            (&DOWN2_OTHER, short_window(s0, S_HIST)),
-            Some(delayed(s1, S_HIST, 1)),
-        );
+        for k in 0..VECTORS {
+            let m = S_HIST + LANES * k;
+            let p = |line: &[f32], back: usize| V::load(lanes(line, m - back));
+            let even = same[0].mul(p(s0, 0));
+            let even = same[1].mul_add(p(s0, 1), even);
+            let even = same[2].mul_add(p(s0, 2), even);
+            let even = other[0].mul_add(p(s2, 1), even);
+            let even = other[1].mul_add(p(s2, 2), even);
+            let even = other[2].mul_add(p(s2, 3), even);
+            let even = half.mul_add(p(s3, 2), even);
+            let odd = same[0].mul(p(s2, 0));
+            let odd = same[1].mul_add(p(s2, 1), odd);
+            let odd = same[2].mul_add(p(s2, 2), odd);
+            let odd = other[0].mul_add(p(s0, 0), odd);
+            let odd = other[1].mul_add(p(s0, 1), odd);
+            let odd = other[2].mul_add(p(s0, 2), odd);
+            let odd = half.mul_add(p(s1, 1), odd);
+            even.store(lanes_mut(ue, U_HIST + LANES * k));
+            odd.store(lanes_mut(uo, U_HIST + LANES * k));
+        }
 
+        pass_barrier(lines);
         // Down 1: 2·fs → fs.
-        let mut y = [0.0f32; MAX_BLOCK];
-        fir_acc::<FMA>(&mut y, &DOWN1_EVEN, ue, U_HIST);
-        fir_acc::<FMA>(&mut y, &DOWN1_ODD, uo, U_HIST - 1);
-        output[..len].copy_from_slice(&y[..len]);
+        let mut acc = [V::splat(0.0); VECTORS];
+        fir(&mut acc, &DOWN1_EVEN_FIR.0, ue, U_HIST);
+        fir(&mut acc, &DOWN1_EVEN_FIR.1, ue, U_HIST);
+        fir(&mut acc, &DOWN1_ODD_FIR.0, uo, U_HIST - 1);
+        fir(&mut acc, &DOWN1_ODD_FIR.1, uo, U_HIST - 1);
+        let mut wet = [0.0f32; MAX_BLOCK];
+        store_tile(&mut wet, 0, acc);
 
         // The newest history of every line.
         advance(x, X_HIST, len);
         advance(ve, V_HIST, len);
-        advance(vo, V_HIST, len);
         for line in [s0, s1, s2, s3] {
             advance(line, S_HIST, len);
         }
         advance(ue, U_HIST, len);
         advance(uo, U_HIST, len);
+        TileOut { wet, dry }
     }
+}
+
+/// What [`Oversampler4x::process_tile`] returns: whole tiles, of which the frames of the
+/// input are valid.
+pub(crate) struct TileOut {
+    /// `↓4(f(↑4 x))`, delayed by [`LATENCY`].
+    pub(crate) wet: Tile,
+    /// The input `x` delayed by [`LATENCY`], aligned with `wet`.
+    pub(crate) dry: Tile,
 }
 
 impl Default for Oversampler4x {
