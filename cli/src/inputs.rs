@@ -6,6 +6,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use stembus_dsp::MAX_STEMS;
 
@@ -144,27 +146,39 @@ pub fn load(path: &Path) -> Result<Track> {
     })
 }
 
-/// Loads several files, two at a time (decoding is the slow part of reading a stem).
+/// Loads several files, one thread per core (at most four): each thread takes the next file
+/// not taken yet, so the threads stay busy whatever the files' lengths.
 pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Track>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, usize::from)
-        .clamp(1, 4);
-    let mut results: Vec<Option<Result<Track>>> = (0..paths.len()).map(|_| None).collect();
+        .clamp(1, 4)
+        .min(paths.len())
+        .max(1);
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<Track>>>> =
+        paths.iter().map(|_| Mutex::new(None)).collect();
     std::thread::scope(|scope| {
-        for (chunk_paths, chunk_out) in paths
-            .chunks(paths.len().div_ceil(threads).max(1))
-            .zip(results.chunks_mut(paths.len().div_ceil(threads).max(1)))
-        {
-            scope.spawn(move || {
-                for (p, out) in chunk_paths.iter().zip(chunk_out.iter_mut()) {
-                    *out = Some(load(p));
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = paths.get(i) else { break };
+                    let loaded = load(p);
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(loaded);
+                    }
                 }
             });
         }
     });
     results
         .into_iter()
-        .map(|r| r.unwrap_or_else(|| Err(CliError::input("internal error: file not loaded"))))
+        .map(|r| {
+            r.into_inner()
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| Err(CliError::input("internal error: file not loaded")))
+        })
         .collect()
 }
 

@@ -1,5 +1,6 @@
 //! `stembus render`: files in, masters out.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use std::sync::Mutex;
@@ -13,12 +14,12 @@ use stembus_dsp::settings::EngineSettings;
 
 use crate::error::{CliError, Result};
 use crate::inputs::{Track, check_same_rate, collect, load_all};
-use crate::measure::{Measurement, measure, round3};
+use crate::measure::{Measurement, Measurer, measure, round3};
 use crate::plot::{PlotData, write_plot};
 use crate::render::{Master, Objective, RenderInput, Slot, render_master};
 use crate::settings_file::{self, LoadedSettings};
 use crate::targets::{self, Target};
-use crate::wav::{OutputFormat, check_writable, decode_wav, encode_wav, write_atomic};
+use crate::wav::{Encoder, OutputFormat, check_writable, wav_header, write_atomic_with};
 
 /// Everything `stembus render` is asked to do.
 #[derive(Debug, Clone)]
@@ -323,6 +324,10 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
             }
         })
         .collect();
+    let reference_mix_lufs = mix.as_ref().and_then(|m| {
+        let ch = &m.audio.channels;
+        measure(&ch[0], ch.get(1).map(Vec::as_slice), rate).integrated_lufs
+    });
     let mut stem_slots: Vec<Option<Track>> = stems.into_iter().map(Some).collect();
     let input = RenderInput {
         sample_rate: rate,
@@ -337,16 +342,12 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
                 })
             })
             .collect(),
-        main: mix.as_ref().map(|m| Slot {
-            name: m.name.clone(),
-            channels: m.audio.channels.clone(),
+        main: mix.map(|m| Slot {
+            name: m.name,
+            channels: m.audio.channels,
         }),
     };
     debug_assert!(input.slots.len() <= MAX_STEMS);
-    let reference_mix_lufs = mix.as_ref().and_then(|m| {
-        let ch = &m.audio.channels;
-        measure(&ch[0], ch.get(1).map(Vec::as_slice), rate).integrated_lufs
-    });
 
     // The masters to make.
     let mut jobs = Vec::new();
@@ -496,6 +497,9 @@ fn check_engine_rate(rate: u32, what: &str) -> Result<()> {
     Ok(())
 }
 
+/// Frames encoded and written at a time.
+const WRITE_BLOCK_FRAMES: usize = 1 << 14;
+
 /// Quantises, writes and measures one master (and its plot).
 fn write_master(
     job: &Job,
@@ -504,19 +508,39 @@ fn write_master(
     rate: u32,
     reference_mix_lufs: Option<f32>,
 ) -> Result<MasterReport> {
-    let bytes = encode_wav(&master.pass.left, &master.pass.right, rate, format);
-    // Measure what the file holds (after dither and rounding), as `analyze` would.
-    let measured: Measurement = if format == OutputFormat::Float32 {
-        master.measurement.clone()
-    } else {
-        let audio = decode_wav("", &bytes)?;
-        measure(
-            &audio.channels[0],
-            audio.channels.get(1).map(Vec::as_slice),
-            rate,
-        )
+    let (left, right) = (&master.pass.left, &master.pass.right);
+    let frames = left.len().min(right.len());
+    // Measure what the file holds (after dither and rounding), as `analyze` would: the
+    // quantised values go to the meters block by block as they are written (a float file holds
+    // the master as it is, measured already).
+    let mut meter = (format != OutputFormat::Float32).then(|| Measurer::new(rate, true, frames));
+    write_atomic_with(&job.output, |file| {
+        file.write_all(&wav_header(frames, rate, format))?;
+        let mut encoder = Encoder::new(format);
+        let mut bytes = Vec::with_capacity(WRITE_BLOCK_FRAMES * 8);
+        let mut decoded = [
+            Vec::with_capacity(WRITE_BLOCK_FRAMES),
+            Vec::with_capacity(WRITE_BLOCK_FRAMES),
+        ];
+        for (l, r) in left[..frames]
+            .chunks(WRITE_BLOCK_FRAMES)
+            .zip(right[..frames].chunks(WRITE_BLOCK_FRAMES))
+        {
+            bytes.clear();
+            decoded[0].clear();
+            decoded[1].clear();
+            encoder.encode(l, r, &mut bytes, meter.is_some().then_some(&mut decoded));
+            file.write_all(&bytes)?;
+            if let Some(m) = &mut meter {
+                m.push(&decoded[0], Some(&decoded[1]));
+            }
+        }
+        Ok(())
+    })?;
+    let measured: Measurement = match meter {
+        Some(m) => m.finish(),
+        None => master.measurement.clone(),
     };
-    write_atomic(&job.output, &bytes)?;
     let duration_s = master.pass.left.len() as f64 / f64::from(rate);
     if let Some(plot) = &job.plot {
         write_plot(

@@ -11,7 +11,7 @@
 //! only when complete, so a failed run never leaves a half-written file.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::{CliError, Result, io_reason};
@@ -180,6 +180,12 @@ fn parse_fmt(name: &str, b: &[u8]) -> Result<Fmt> {
 }
 
 /// Reads a WAV file completely. Errors are one line and name the file.
+///
+/// The file is not read into memory as a whole: the chunk headers are read where they lie, and
+/// the `data` chunk is streamed through one [`READ_BLOCK_BYTES`] buffer straight into the
+/// channels (no file-sized buffer to allocate, fault in and free, and each block is decoded
+/// while it is still in the cache). The result and the errors are those of [`decode_wav`] on
+/// the file's bytes (tested).
 pub fn read_wav(path: &Path) -> Result<Audio> {
     let name = path.display().to_string();
     if path.is_dir() {
@@ -187,43 +193,172 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
             "{name}: is a directory, not a WAV file"
         )));
     }
-    let bytes = fs::read(path)
-        .map_err(|e| CliError::input(format!("cannot read {name}: {}", io_reason(&e))))?;
-    decode_wav(&name, &bytes)
+    let cannot_read =
+        |e: std::io::Error| CliError::input(format!("cannot read {name}: {}", io_reason(&e)));
+    let file = fs::File::open(path).map_err(cannot_read)?;
+    let meta = file.metadata().map_err(cannot_read)?;
+    if !meta.is_file() {
+        // A pipe or device has no length to parse against: read it whole.
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes).map_err(cannot_read)?;
+        return decode_wav(&name, &bytes);
+    }
+    let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+    let mut source = FileSource {
+        file,
+        len,
+        buf: Vec::new(),
+        buf_start: 0,
+    };
+    let (fmt, body, data_len) = match parse_header(&name, &mut source) {
+        Ok(found) => found,
+        Err(HeaderError::Io(e)) => return Err(cannot_read(e)),
+        Err(HeaderError::Wav(e)) => return Err(e),
+    };
+    source
+        .decode_data(&fmt, body, data_len)
+        .map_err(cannot_read)
 }
 
-/// Decodes a WAV file held in memory; `name` is used in error messages.
-pub fn decode_wav(name: &str, bytes: &[u8]) -> Result<Audio> {
-    if bytes.is_empty() {
-        return Err(CliError::input(format!(
-            "{name}: empty file, not a WAV file"
-        )));
+/// Bytes read from a file per block while decoding its `data` chunk (fits in L2 with room to
+/// spare; a whole number of frames is decoded per block).
+const READ_BLOCK_BYTES: usize = 1 << 18;
+
+/// Bytes of a file that [`parse_header`] walks through: a slice in memory, or a file read on
+/// demand.
+trait Source {
+    /// Total length, bytes.
+    fn len(&self) -> usize;
+    /// Bytes `start..end` (within `len`).
+    fn bytes(&mut self, start: usize, end: usize) -> std::io::Result<&[u8]>;
+}
+
+impl Source for &[u8] {
+    fn len(&self) -> usize {
+        <[u8]>::len(self)
     }
-    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
-        let what = if bytes.len() >= 4 && &bytes[0..4] == b"RF64" {
+
+    fn bytes(&mut self, start: usize, end: usize) -> std::io::Result<&[u8]> {
+        Ok(&self[start..end])
+    }
+}
+
+/// A regular file read through one buffer that holds `buf_start..buf_start + buf.len()`.
+struct FileSource {
+    /// The open file.
+    file: fs::File,
+    /// Its length, bytes.
+    len: usize,
+    /// The bytes read last.
+    buf: Vec<u8>,
+    /// File offset of `buf[0]`.
+    buf_start: usize,
+}
+
+impl Source for FileSource {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn bytes(&mut self, start: usize, end: usize) -> std::io::Result<&[u8]> {
+        if start < self.buf_start || end > self.buf_start + self.buf.len() {
+            // Header reads are small: read ahead (a chunk header and the fmt chunk usually
+            // share one read).
+            let read_end = end.max(start + 4096).min(self.len);
+            self.file.seek(SeekFrom::Start(start as u64))?;
+            self.buf.resize(read_end - start, 0);
+            self.file.read_exact(&mut self.buf)?;
+            self.buf_start = start;
+        }
+        Ok(&self.buf[start - self.buf_start..end - self.buf_start])
+    }
+}
+
+impl FileSource {
+    /// Decodes the `data` chunk at `body..body + len`, one block at a time.
+    fn decode_data(&mut self, fmt: &Fmt, body: usize, len: usize) -> std::io::Result<Audio> {
+        let frame_bytes = fmt.container_bytes * fmt.channels as usize;
+        let frames = len / frame_bytes;
+        let mut channels: Vec<Vec<f32>> = (0..fmt.channels)
+            .map(|_| Vec::with_capacity(frames))
+            .collect();
+        let block = (READ_BLOCK_BYTES / frame_bytes).max(1) * frame_bytes;
+        self.file.seek(SeekFrom::Start(body as u64))?;
+        self.buf.resize(block, 0);
+        let mut left = frames * frame_bytes;
+        while left > 0 {
+            let n = left.min(block);
+            self.file.read_exact(&mut self.buf[..n])?;
+            decode_into(fmt, &self.buf[..n], &mut channels);
+            left -= n;
+        }
+        Ok(Audio {
+            sample_rate: fmt.sample_rate,
+            format: fmt.format,
+            channels,
+        })
+    }
+}
+
+/// Why [`parse_header`] stopped.
+enum HeaderError {
+    /// The bytes are not a readable WAV file.
+    Wav(CliError),
+    /// Reading them failed.
+    Io(std::io::Error),
+}
+
+impl From<CliError> for HeaderError {
+    fn from(e: CliError) -> Self {
+        Self::Wav(e)
+    }
+}
+
+impl From<std::io::Error> for HeaderError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+/// Walks the RIFF chunks up to the `data` chunk: its format, the offset of its body and its
+/// length in bytes (within the file).
+fn parse_header(
+    name: &str,
+    src: &mut impl Source,
+) -> std::result::Result<(Fmt, usize, usize), HeaderError> {
+    let total = src.len();
+    if total == 0 {
+        return Err(CliError::input(format!("{name}: empty file, not a WAV file")).into());
+    }
+    let head = src.bytes(0, total.min(12))?;
+    if head.len() < 12 || &head[0..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        let what = if head.len() >= 4 && &head[0..4] == b"RF64" {
             "RF64 (64-bit WAV) is not supported"
         } else {
             "not a WAV file (no RIFF/WAVE header)"
         };
-        return Err(CliError::input(format!("{name}: {what}")));
+        return Err(CliError::input(format!("{name}: {what}")).into());
     }
     let mut pos = 12;
     let mut fmt: Option<Fmt> = None;
     loop {
-        if pos + 8 > bytes.len() {
+        if pos + 8 > total {
             return Err(CliError::input(format!(
                 "{name}: malformed or truncated WAV: no data chunk"
-            )));
+            ))
+            .into());
         }
-        let id = &bytes[pos..pos + 4];
-        let size = u32_at(bytes, pos + 4) as usize;
+        let header = src.bytes(pos, pos + 8)?;
+        let id: [u8; 4] = [header[0], header[1], header[2], header[3]];
+        let size = u32_at(header, 4) as usize;
         let body = pos + 8;
-        let available = bytes.len() - body;
-        if id == b"data" {
+        let available = total - body;
+        if &id == b"data" {
             let Some(fmt) = fmt else {
                 return Err(CliError::input(format!(
                     "{name}: malformed WAV: data chunk before fmt chunk"
-                )));
+                ))
+                .into());
             };
             // Streaming writers leave 0 or 0xFFFFFFFF when they could not seek back.
             let len = if size == 0xFFFF_FFFF || (size == 0 && available > 0) {
@@ -232,75 +367,93 @@ pub fn decode_wav(name: &str, bytes: &[u8]) -> Result<Audio> {
                 return Err(CliError::input(format!(
                     "{name}: truncated WAV: the data chunk declares {size} bytes but the file \
                      holds {available}"
-                )));
+                ))
+                .into());
             } else {
                 size
             };
-            return Ok(decode_data(&fmt, &bytes[body..body + len]));
+            return Ok((fmt, body, len));
         }
         if size > available {
             return Err(CliError::input(format!(
                 "{name}: malformed or truncated WAV: the '{}' chunk runs past the end of the file",
-                String::from_utf8_lossy(id)
-            )));
+                String::from_utf8_lossy(&id)
+            ))
+            .into());
         }
-        if id == b"fmt " {
-            fmt = Some(parse_fmt(name, &bytes[body..body + size])?);
+        if &id == b"fmt " {
+            fmt = Some(parse_fmt(name, src.bytes(body, body + size)?)?);
         }
         pos = body + size + (size & 1);
     }
 }
 
-/// Converts the interleaved `data` bytes to per-channel `f32`.
-fn decode_data(fmt: &Fmt, data: &[u8]) -> Audio {
-    let ch = fmt.channels as usize;
-    let cb = fmt.container_bytes;
-    let frame_bytes = cb * ch;
-    let frames = data.len() / frame_bytes;
-    let data = &data[..frames * frame_bytes];
-    // One monomorphised loop per container, so the per-sample work is a load and a convert.
-    let channels = match (fmt.format, cb) {
-        (SampleFormat::Float(32), 4) => deinterleave::<4>(data, ch, frames, |s| {
-            f32::from_le_bytes([s[0], s[1], s[2], s[3]])
-        }),
-        (SampleFormat::Int(_), 2) => deinterleave::<2>(data, ch, frames, |s| {
-            f32::from(i16::from_le_bytes([s[0], s[1]])) / 32_768.0
-        }),
-        (SampleFormat::Int(_), 3) => deinterleave::<3>(data, ch, frames, |s| {
-            (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 8_388_608.0
-        }),
-        (format, _) => {
-            let mut channels: Vec<Vec<f32>> = (0..ch).map(|_| Vec::with_capacity(frames)).collect();
-            for frame in data.chunks_exact(frame_bytes) {
-                for (c, s) in frame.chunks_exact(cb).enumerate() {
-                    channels[c].push(decode_sample(format, s));
-                }
-            }
-            channels
+/// Decodes a WAV file held in memory; `name` is used in error messages.
+pub fn decode_wav(name: &str, bytes: &[u8]) -> Result<Audio> {
+    let (fmt, body, len) = match parse_header(name, &mut &bytes[..]) {
+        Ok(found) => found,
+        Err(HeaderError::Wav(e)) => return Err(e),
+        Err(HeaderError::Io(e)) => {
+            return Err(CliError::input(format!(
+                "cannot read {name}: {}",
+                io_reason(&e)
+            )));
         }
     };
-    Audio {
+    let data = &bytes[body..body + len];
+    let frame_bytes = fmt.container_bytes * fmt.channels as usize;
+    let frames = data.len() / frame_bytes;
+    let mut channels: Vec<Vec<f32>> = (0..fmt.channels)
+        .map(|_| Vec::with_capacity(frames))
+        .collect();
+    decode_into(&fmt, &data[..frames * frame_bytes], &mut channels);
+    Ok(Audio {
         sample_rate: fmt.sample_rate,
         format: fmt.format,
         channels,
+    })
+}
+
+/// Appends the whole frames of the interleaved `data` bytes to `channels` as `f32`.
+fn decode_into(fmt: &Fmt, data: &[u8], channels: &mut [Vec<f32>]) {
+    let cb = fmt.container_bytes;
+    // One monomorphised loop per common container, so the per-sample work is a load and a
+    // convert (and the loops vectorise).
+    match (fmt.format, cb) {
+        (SampleFormat::Float(32), 4) => deinterleave::<4>(data, channels, |s| {
+            f32::from_le_bytes([s[0], s[1], s[2], s[3]])
+        }),
+        (SampleFormat::Int(_), 2) => deinterleave::<2>(data, channels, |s| {
+            f32::from(i16::from_le_bytes([s[0], s[1]])) / 32_768.0
+        }),
+        (SampleFormat::Int(_), 3) => deinterleave::<3>(data, channels, |s| {
+            (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 8_388_608.0
+        }),
+        (format, _) => {
+            let frame_bytes = cb * channels.len();
+            for (c, out) in channels.iter_mut().enumerate() {
+                out.extend(
+                    data.chunks_exact(frame_bytes)
+                        .map(|frame| decode_sample(format, &frame[c * cb..(c + 1) * cb])),
+                );
+            }
+        }
     }
 }
 
-/// Splits interleaved `B`-byte samples into `ch` channels with `convert`.
+/// Appends interleaved `B`-byte samples to `channels`, converted with `convert`.
 fn deinterleave<const B: usize>(
     data: &[u8],
-    ch: usize,
-    frames: usize,
+    channels: &mut [Vec<f32>],
     convert: impl Fn(&[u8; B]) -> f32,
-) -> Vec<Vec<f32>> {
-    let mut channels: Vec<Vec<f32>> = (0..ch).map(|_| vec![0.0f32; frames]).collect();
+) {
+    let ch = channels.len();
     for (c, out) in channels.iter_mut().enumerate() {
-        for (o, frame) in out.iter_mut().zip(data.chunks_exact(B * ch)) {
+        out.extend(data.chunks_exact(B * ch).map(|frame| {
             let s: &[u8; B] = frame[c * B..(c + 1) * B].try_into().expect("B bytes");
-            *o = convert(s);
-        }
+            convert(s)
+        }));
     }
-    channels
 }
 
 /// One sample from its little-endian container bytes.
@@ -375,20 +528,18 @@ impl Xorshift {
 /// Quantises `left`/`right` to `format` the way [`encode_wav`] writes them, returning the
 /// decoded values (what a reader of the file will see).
 pub fn quantize(left: &[f32], right: &[f32], format: OutputFormat) -> [Vec<f32>; 2] {
-    let bytes = encode_wav(left, right, 48_000, format);
-    let audio = decode_wav("", &bytes).expect("own encoding decodes");
-    let mut ch = audio.channels.into_iter();
-    let l = ch.next().unwrap_or_default();
-    let r = ch.next().unwrap_or_else(|| l.clone());
-    [l, r]
+    let frames = left.len().min(right.len());
+    let mut decoded = [Vec::with_capacity(frames), Vec::with_capacity(frames)];
+    let mut bytes = Vec::new();
+    Encoder::new(format).encode(left, right, &mut bytes, Some(&mut decoded));
+    decoded
 }
 
-/// Encodes a stereo WAV file in memory.
-pub fn encode_wav(left: &[f32], right: &[f32], sample_rate: u32, format: OutputFormat) -> Vec<u8> {
-    let frames = left.len().min(right.len());
+/// The header of a stereo WAV file of `frames` frames, up to and including the `data` chunk's
+/// size: what [`encode_wav`] writes before the samples.
+pub fn wav_header(frames: usize, sample_rate: u32, format: OutputFormat) -> Vec<u8> {
     let bytes_per_sample = usize::from(format.bits() / 8);
     let data_len = frames * 2 * bytes_per_sample;
-    let mut out = Vec::with_capacity(data_len + 80);
     let block_align = (2 * bytes_per_sample) as u16;
     let mut fmt = Vec::with_capacity(40);
     let tag = match format {
@@ -416,6 +567,7 @@ pub fn encode_wav(left: &[f32], right: &[f32], sample_rate: u32, format: OutputF
     }
     let fact = format == OutputFormat::Float32;
     let riff_len = 4 + (8 + fmt.len()) + if fact { 12 } else { 0 } + 8 + data_len;
+    let mut out = Vec::with_capacity(80);
     out.extend_from_slice(b"RIFF");
     out.extend_from_slice(&(riff_len as u32).to_le_bytes());
     out.extend_from_slice(b"WAVE");
@@ -429,41 +581,123 @@ pub fn encode_wav(left: &[f32], right: &[f32], sample_rate: u32, format: OutputF
     }
     out.extend_from_slice(b"data");
     out.extend_from_slice(&(data_len as u32).to_le_bytes());
-    match format {
-        OutputFormat::Float32 => {
-            for (l, r) in left[..frames].iter().zip(&right[..frames]) {
-                out.extend_from_slice(&l.to_le_bytes());
-                out.extend_from_slice(&r.to_le_bytes());
-            }
+    out
+}
+
+/// Encodes a stereo WAV file in memory.
+pub fn encode_wav(left: &[f32], right: &[f32], sample_rate: u32, format: OutputFormat) -> Vec<u8> {
+    let frames = left.len().min(right.len());
+    let mut out = wav_header(frames, sample_rate, format);
+    out.reserve(frames * 2 * usize::from(format.bits() / 8));
+    Encoder::new(format).encode(left, right, &mut out, None);
+    out
+}
+
+/// `y.round().clamp(lo, hi) as i32` for integer bounds `lo`, `hi` with |lo|, |hi| ≤ 2^23,
+/// without a call to `roundf` (x86-64 has no rounding instruction before SSE4.1): clamping
+/// first gives the same result (rounding keeps a value inside integer bounds), the truncation
+/// `t` and the remainder `y − t` are exact for |y| ≤ 2^23, and a remainder of ±½ or more rounds
+/// away from zero as `f32::round` does. NaN gives 0, as the saturating cast does.
+#[inline(always)]
+fn round_clamped(y: f32, lo: f32, hi: f32) -> i32 {
+    let y = y.clamp(lo, hi);
+    let t = y as i32;
+    let frac = y - t as f32;
+    t + i32::from(frac >= 0.5) - i32::from(frac <= -0.5)
+}
+
+/// The sample encoder of one output stream: quantisation (with the dither generator's state,
+/// so that a file encoded block by block is the file [`encode_wav`] writes at once) and the
+/// little-endian bytes.
+pub struct Encoder {
+    /// Encoding written.
+    format: OutputFormat,
+    /// Dither generator (16-bit only), continued from block to block.
+    rng: Xorshift,
+}
+
+impl Encoder {
+    /// A fresh stream (the dither sequence starts from its seed).
+    pub fn new(format: OutputFormat) -> Self {
+        Self {
+            format,
+            rng: Xorshift(0x5EED_D17E),
         }
-        OutputFormat::Pcm24 => {
-            const SCALE: f32 = 8_388_608.0;
-            let q = |x: f32| -> [u8; 3] {
-                let v = (x * SCALE).round().clamp(-SCALE, SCALE - 1.0) as i32;
-                let b = v.to_le_bytes();
-                [b[0], b[1], b[2]]
-            };
-            for (l, r) in left[..frames].iter().zip(&right[..frames]) {
-                out.extend_from_slice(&q(*l));
-                out.extend_from_slice(&q(*r));
+    }
+
+    /// Appends the next frames (the shorter of `left`, `right`) to `out` as interleaved
+    /// samples; with `decoded`, also appends to it the values a reader of the file will see.
+    pub fn encode(
+        &mut self,
+        left: &[f32],
+        right: &[f32],
+        out: &mut Vec<u8>,
+        decoded: Option<&mut [Vec<f32>; 2]>,
+    ) {
+        let frames = left.len().min(right.len());
+        let (left, right) = (&left[..frames], &right[..frames]);
+        match self.format {
+            OutputFormat::Float32 => {
+                let start = out.len();
+                out.resize(start + frames * 8, 0);
+                for ((o, l), r) in out[start..].chunks_exact_mut(8).zip(left).zip(right) {
+                    o[..4].copy_from_slice(&l.to_le_bytes());
+                    o[4..].copy_from_slice(&r.to_le_bytes());
+                }
+                if let Some([dl, dr]) = decoded {
+                    dl.extend_from_slice(left);
+                    dr.extend_from_slice(right);
+                }
             }
-        }
-        OutputFormat::Pcm16 => {
-            const SCALE: f32 = 32_768.0;
-            let mut rng = Xorshift(0x5EED_D17E);
-            let mut q = |x: f32| -> [u8; 2] {
-                // TPDF: the difference of two uniform variables, ±1 LSB peak.
-                let d = rng.next_unit() - rng.next_unit();
-                let v = (x * SCALE + d).round().clamp(-SCALE, SCALE - 1.0) as i16;
-                v.to_le_bytes()
-            };
-            for (l, r) in left[..frames].iter().zip(&right[..frames]) {
-                out.extend_from_slice(&q(*l));
-                out.extend_from_slice(&q(*r));
+            OutputFormat::Pcm24 => {
+                // Rounded, no dither.
+                const SCALE: f32 = 8_388_608.0;
+                let q = |x: f32| round_clamped(x * SCALE, -SCALE, SCALE - 1.0);
+                let start = out.len();
+                out.resize(start + frames * 6, 0);
+                let bytes = out[start..].chunks_exact_mut(6);
+                match decoded {
+                    None => {
+                        for ((o, &l), &r) in bytes.zip(left).zip(right) {
+                            o[..3].copy_from_slice(&q(l).to_le_bytes()[..3]);
+                            o[3..].copy_from_slice(&q(r).to_le_bytes()[..3]);
+                        }
+                    }
+                    Some([dl, dr]) => {
+                        for ((o, &l), &r) in bytes.zip(left).zip(right) {
+                            let (a, b) = (q(l), q(r));
+                            o[..3].copy_from_slice(&a.to_le_bytes()[..3]);
+                            o[3..].copy_from_slice(&b.to_le_bytes()[..3]);
+                            // As `decode_wav` reads it: an exact power-of-two scale.
+                            dl.push(a as f32 / SCALE);
+                            dr.push(b as f32 / SCALE);
+                        }
+                    }
+                }
+            }
+            OutputFormat::Pcm16 => {
+                const SCALE: f32 = 32_768.0;
+                let rng = &mut self.rng;
+                let mut q = |x: f32| -> i16 {
+                    // TPDF: the difference of two uniform variables, ±1 LSB peak.
+                    let d = rng.next_unit() - rng.next_unit();
+                    round_clamped(x * SCALE + d, -SCALE, SCALE - 1.0) as i16
+                };
+                let start = out.len();
+                out.resize(start + frames * 4, 0);
+                let mut decoded = decoded;
+                for ((o, &l), &r) in out[start..].chunks_exact_mut(4).zip(left).zip(right) {
+                    let (a, b) = (q(l), q(r));
+                    o[..2].copy_from_slice(&a.to_le_bytes());
+                    o[2..].copy_from_slice(&b.to_le_bytes());
+                    if let Some([dl, dr]) = decoded.as_deref_mut() {
+                        dl.push(f32::from(a) / SCALE);
+                        dr.push(f32::from(b) / SCALE);
+                    }
+                }
             }
         }
     }
-    out
 }
 
 /// Checks that `path` can be written: its folder exists and accepts a new file. Run before a
@@ -517,6 +751,16 @@ pub fn set_readable(path: &Path) {
 /// Writes `bytes` to `path` through a temporary file in the same folder, renamed over `path`
 /// only once everything is written and flushed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |file| file.write_all(bytes))
+}
+
+/// Like [`write_atomic`], with the content streamed by `write` into the temporary file (so a
+/// large file need not be built in memory first); `write`'s result is returned once the file
+/// is in place.
+pub fn write_atomic_with<T>(
+    path: &Path,
+    write: impl FnOnce(&mut fs::File) -> std::io::Result<T>,
+) -> Result<T> {
     let name = path.display();
     let fail =
         |e: std::io::Error| CliError::input(format!("cannot write {name}: {}", io_reason(&e)));
@@ -525,10 +769,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .suffix(".tmp")
         .tempfile_in(parent_dir(path))
         .map_err(fail)?;
-    tmp.write_all(bytes).map_err(fail)?;
+    let value = write(tmp.as_file_mut()).map_err(fail)?;
     set_readable(tmp.path());
     tmp.persist(path).map_err(|e| fail(e.error))?;
-    Ok(())
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -597,5 +841,288 @@ mod tests {
         let [l, _] = quantize(&[1.5, -1.5, 0.0], &[0.0; 3], OutputFormat::Pcm16);
         assert!(l[0] <= 1.0 && l[0] > 0.9999);
         assert_eq!(l[1], -1.0);
+    }
+
+    /// The encoder before the block encoder (per-sample `extend_from_slice`, `f32::round`):
+    /// the reference the new one must match byte for byte.
+    fn encode_reference(left: &[f32], right: &[f32], format: OutputFormat) -> Vec<u8> {
+        let mut out = wav_header(left.len().min(right.len()), 48_000, format);
+        let mut rng = Xorshift(0x5EED_D17E);
+        for (&l, &r) in left.iter().zip(right) {
+            for x in [l, r] {
+                match format {
+                    OutputFormat::Float32 => out.extend_from_slice(&x.to_le_bytes()),
+                    OutputFormat::Pcm24 => {
+                        const SCALE: f32 = 8_388_608.0;
+                        let v = (x * SCALE).round().clamp(-SCALE, SCALE - 1.0) as i32;
+                        out.extend_from_slice(&v.to_le_bytes()[..3]);
+                    }
+                    OutputFormat::Pcm16 => {
+                        const SCALE: f32 = 32_768.0;
+                        let d = rng.next_unit() - rng.next_unit();
+                        let v = (x * SCALE + d).round().clamp(-SCALE, SCALE - 1.0) as i16;
+                        out.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Values that hit every branch of the quantisers: ties at ±½ LSB, the clip points,
+    /// non-finite values, denormals, and noise at several levels.
+    fn tricky() -> Vec<f32> {
+        let mut x = vec![
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0,
+            -1.0,
+            1.5,
+            -1.5,
+            1e30,
+            -1e30,
+            f32::MIN_POSITIVE / 4.0,
+            0.999_999_9,
+            -0.999_999_9,
+        ];
+        for k in -40..40 {
+            // Exact ties for both scales, and their neighbours.
+            for scale in [8_388_608.0f32, 32_768.0] {
+                let tie = (k as f32 + 0.5) / scale;
+                x.extend([tie, -tie, tie.next_up(), tie.next_down()]);
+            }
+        }
+        let mut seed = 0x1234_5678u32;
+        for level in [1e-6f32, 1e-3, 0.3, 1.2] {
+            for _ in 0..2000 {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                x.push(level * ((seed >> 8) as f32 / (1u32 << 23) as f32 - 1.0));
+            }
+        }
+        x
+    }
+
+    #[test]
+    fn block_encoder_matches_the_reference_to_the_byte() {
+        let l = tricky();
+        let r: Vec<f32> = l.iter().rev().copied().collect();
+        for format in [
+            OutputFormat::Pcm16,
+            OutputFormat::Pcm24,
+            OutputFormat::Float32,
+        ] {
+            let whole = encode_wav(&l, &r, 48_000, format);
+            assert_eq!(whole, encode_reference(&l, &r, format), "{format:?}");
+            // In uneven blocks, continuing the dither: the same file.
+            let mut blocks = wav_header(l.len(), 48_000, format);
+            let mut enc = Encoder::new(format);
+            let mut decoded = [Vec::new(), Vec::new()];
+            let mut start = 0;
+            for len in [1, 7, 100, 3, 5000].iter().cycle() {
+                let end = (start + len).min(l.len());
+                enc.encode(
+                    &l[start..end],
+                    &r[start..end],
+                    &mut blocks,
+                    Some(&mut decoded),
+                );
+                start = end;
+                if start == l.len() {
+                    break;
+                }
+            }
+            assert_eq!(blocks, whole, "{format:?} in blocks");
+            // The decoded values are what a reader of the file sees, to the bit.
+            let read = decode_wav("t", &whole).unwrap();
+            for (a, b) in decoded.iter().zip(&read.channels) {
+                assert_eq!(a.len(), b.len());
+                assert!(
+                    a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{format:?}"
+                );
+            }
+            let [ql, qr] = quantize(&l, &r, format);
+            assert!(
+                ql.iter()
+                    .zip(&decoded[0])
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            );
+            assert!(
+                qr.iter()
+                    .zip(&decoded[1])
+                    .all(|(x, y)| x.to_bits() == y.to_bits())
+            );
+        }
+    }
+
+    /// A RIFF/WAVE file from its chunks (id, body); odd bodies are padded.
+    fn riff(chunks: &[(&[u8; 4], Vec<u8>)]) -> Vec<u8> {
+        let mut body = b"WAVE".to_vec();
+        for (id, data) in chunks {
+            body.extend_from_slice(*id);
+            body.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            body.extend_from_slice(data);
+            if data.len() % 2 == 1 {
+                body.push(0);
+            }
+        }
+        let mut out = b"RIFF".to_vec();
+        out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        out.extend(body);
+        out
+    }
+
+    fn fmt_chunk(tag: u16, channels: u16, rate: u32, container: u16, bits: u16) -> Vec<u8> {
+        let align = channels * container;
+        let mut f = Vec::new();
+        for v in [tag, channels] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        f.extend_from_slice(&rate.to_le_bytes());
+        f.extend_from_slice(&(rate * u32::from(align)).to_le_bytes());
+        f.extend_from_slice(&align.to_le_bytes());
+        f.extend_from_slice(&bits.to_le_bytes());
+        f
+    }
+
+    fn noise_bytes(n: usize, seed: u32) -> Vec<u8> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 24) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streamed_file_reading_matches_decoding_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let l: Vec<f32> = (0..70_001)
+            .map(|i| ((i as f32) * 0.01).sin() * 0.9)
+            .collect();
+        let r: Vec<f32> = l.iter().map(|x| -0.5 * x).collect();
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        for (name, format) in [
+            ("f32", OutputFormat::Float32),
+            ("pcm24", OutputFormat::Pcm24),
+            ("pcm16", OutputFormat::Pcm16),
+        ] {
+            // Larger than one read block: several blocks and a partial one.
+            cases.push((name, encode_wav(&l, &r, 44_100, format)));
+        }
+        let f32_file = cases[0].1.clone();
+        let mut extensible_fmt = fmt_chunk(TAG_EXTENSIBLE, 1, 48_000, 4, 32);
+        extensible_fmt.extend_from_slice(&22u16.to_le_bytes());
+        extensible_fmt.extend_from_slice(&24u16.to_le_bytes());
+        extensible_fmt.extend_from_slice(&4u32.to_le_bytes());
+        extensible_fmt.extend_from_slice(&TAG_PCM.to_le_bytes());
+        extensible_fmt.extend_from_slice(&[0, 0]);
+        extensible_fmt.extend_from_slice(&GUID_TAIL);
+        let data = noise_bytes(300_003, 7);
+        cases.extend([
+            ("empty", Vec::new()),
+            ("short", b"RIFF".to_vec()),
+            ("text", b"just some text, not audio".to_vec()),
+            ("rf64", b"RF64\0\0\0\0WAVE".to_vec()),
+            ("truncated", f32_file[..f32_file.len() / 2].to_vec()),
+            ("header only", f32_file[..40].to_vec()),
+            (
+                "odd chunk first, 8-bit mono",
+                riff(&[
+                    (b"LIST", vec![1, 2, 3]),
+                    (b"fmt ", fmt_chunk(TAG_PCM, 1, 22_050, 1, 8)),
+                    (b"data", data[..1001].to_vec()),
+                ]),
+            ),
+            (
+                "24 bits in 32, extensible",
+                riff(&[
+                    (b"fmt ", extensible_fmt),
+                    (b"data", data[..40_000].to_vec()),
+                ]),
+            ),
+            (
+                "f64 stereo, partial last frame",
+                riff(&[
+                    (b"fmt ", fmt_chunk(TAG_FLOAT, 2, 96_000, 8, 64)),
+                    (b"data", data[..16 * 1000 + 5].to_vec()),
+                ]),
+            ),
+            (
+                "32-bit int stereo",
+                riff(&[
+                    (b"fmt ", fmt_chunk(TAG_PCM, 2, 48_000, 4, 32)),
+                    (b"data", data.clone()),
+                ]),
+            ),
+            (
+                "data before fmt",
+                riff(&[
+                    (b"data", data[..100].to_vec()),
+                    (b"fmt ", fmt_chunk(TAG_PCM, 1, 48_000, 2, 16)),
+                ]),
+            ),
+            (
+                "no data",
+                riff(&[(b"fmt ", fmt_chunk(TAG_PCM, 1, 48_000, 2, 16))]),
+            ),
+            (
+                "unsupported tag",
+                riff(&[
+                    (b"fmt ", fmt_chunk(2, 1, 48_000, 2, 16)),
+                    (b"data", data[..100].to_vec()),
+                ]),
+            ),
+            (
+                "three channels",
+                riff(&[
+                    (b"fmt ", fmt_chunk(TAG_PCM, 3, 48_000, 2, 16)),
+                    (b"data", data[..120].to_vec()),
+                ]),
+            ),
+        ]);
+        // A chunk that runs past the end; a streamed data chunk of size 0 and 0xFFFFFFFF.
+        let mut past = riff(&[(b"fmt ", fmt_chunk(TAG_PCM, 1, 48_000, 2, 16))]);
+        past.extend_from_slice(b"JUNK\xff\xff\0\0abc");
+        cases.push(("chunk past the end", past));
+        for size in [0u32, 0xFFFF_FFFF] {
+            let mut streamed = riff(&[
+                (b"fmt ", fmt_chunk(TAG_PCM, 2, 48_000, 3, 24)),
+                (b"data", data[..6000].to_vec()),
+            ]);
+            let at = streamed.len() - 6000 - 4;
+            streamed[at..at + 4].copy_from_slice(&size.to_le_bytes());
+            cases.push(("streamed data size", streamed));
+        }
+        for (i, (what, bytes)) in cases.iter().enumerate() {
+            let path = dir.path().join(format!("case{i}.wav"));
+            fs::write(&path, bytes).unwrap();
+            let name = path.display().to_string();
+            match (read_wav(&path), decode_wav(&name, bytes)) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.sample_rate, b.sample_rate, "{what}");
+                    assert_eq!(a.format, b.format, "{what}");
+                    assert_eq!(a.channels.len(), b.channels.len(), "{what}");
+                    for (x, y) in a.channels.iter().zip(&b.channels) {
+                        assert!(!x.is_empty(), "{what}");
+                        assert_eq!(x.len(), y.len(), "{what}");
+                        assert!(
+                            x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()),
+                            "{what}"
+                        );
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{what}"),
+                (a, b) => panic!("{what}: read {:?} vs decode {:?}", a.err(), b.err()),
+            }
+        }
     }
 }
