@@ -1,13 +1,15 @@
 //! WAV files in and out.
 //!
-//! Reading parses the RIFF chunks directly and decodes the whole `data` chunk in one pass (the
-//! offline tool reads up to eight one-minute stems per run; a per-sample reader would take longer
-//! than the render). Accepted: PCM 8/16/24/32-bit integer and IEEE float 32/64-bit, plain or
+//! Reading parses the RIFF chunks directly and decodes the `data` chunk in bulk, streamed from
+//! the file through one small buffer (the offline tool reads up to eight one-minute stems per
+//! run; a per-sample reader, or a file-sized buffer to fault in, would cost a good part of a
+//! render). Accepted: PCM 8/16/24/32-bit integer and IEEE float 32/64-bit, plain or
 //! `WAVE_FORMAT_EXTENSIBLE`, mono or stereo. Everything is converted to `f32` in −1..1
 //! (integer full scale is 2^(bits−1)).
 //!
 //! Writing encodes 16-bit PCM with TPDF dither, 24-bit PCM (`WAVE_FORMAT_EXTENSIBLE`) or 32-bit
-//! float, into a temporary file in the destination folder that is renamed over the destination
+//! float ([`Encoder`], block by block, also giving the values a reader will decode), into a
+//! temporary file in the destination folder that is renamed over the destination
 //! only when complete, so a failed run never leaves a half-written file.
 
 use std::fs;
