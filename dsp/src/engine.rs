@@ -688,8 +688,9 @@ impl MasterStage {
     }
 
     /// Processes the processed stem sum in place. `key_l`/`key_r` is the unprocessed sum of all
-    /// stems aligned with the stems' *input* (it is delayed here); it is overwritten, and
-    /// ignored (silenced) when not keyed.
+    /// stems aligned with the stems' *input* (it is delayed here) and is overwritten; when not
+    /// keyed the callers pass silence (the engine's key buffer is zeroed every chunk, the
+    /// offline renderer has no key then), so the delay is skipped.
     pub(crate) fn process(
         &mut self,
         left: &mut [f32],
@@ -699,9 +700,6 @@ impl MasterStage {
     ) {
         if self.keyed {
             self.key_delay.process(key_l, key_r);
-        } else {
-            key_l.fill(0.0);
-            key_r.fill(0.0);
         }
         self.chain.process(left, right, (key_l, key_r));
         if !all_finite(left) || !all_finite(right) {
