@@ -153,8 +153,12 @@ pub struct Engine {
     settings: EngineSettings,
     /// The stems, in groups of [`STEM_GROUP`] (one group for up to four stems, else two).
     groups: Vec<StemGroup>,
-    /// Whether any compressor listens to the mix key (else the key sum is not computed).
+    /// Whether the key sum is computed: some enabled compressor listens to the mix key, or
+    /// one was just disabled and is still fading out (see `key_hold`).
     keyed: bool,
+    /// Frames the key is still computed after its last listener was disabled, so the
+    /// compressor keeps hearing the mix during its bypass crossfade; `None` when not counting.
+    key_hold: Option<usize>,
     /// Master chain and the key's alignment delay.
     master: MasterStage,
     /// Delays the raw stem sum by the engine latency.
@@ -205,6 +209,7 @@ impl Engine {
             settings: EngineSettings::default(),
             groups,
             keyed: false,
+            key_hold: None,
             master,
             raw_delay: DelayLine::new(latency),
             main_stem_delay: DelayLine::new(stem_latency),
@@ -281,7 +286,14 @@ impl Engine {
         for (group, stems) in self.groups.iter_mut().zip(stems.chunks(STEM_GROUP)) {
             group.set_settings(stems, any_solo);
         }
-        self.keyed = is_keyed(stems, &settings.master);
+        if is_keyed(stems, &settings.master) {
+            self.keyed = true;
+            self.key_hold = None;
+        } else if self.keyed && self.key_hold.is_none() {
+            // The compressors' bypass fade, plus one chunk for the fade's start.
+            let fade = (crate::compressor::BYPASS_FADE_MS * 1.0e-3 * self.sample_rate).ceil();
+            self.key_hold = Some(fade as usize + CHUNK);
+        }
         self.master.set_settings(&settings.master, self.keyed);
         let source = match (settings.monitor.source, settings.main_input) {
             (MonitorSource::Reference, MainInputRole::Ignore | MainInputRole::AddToSum) => {
@@ -302,6 +314,10 @@ impl Engine {
 
     /// Clears all audio state (filters, delays, meters); smoothers jump to their targets.
     pub fn reset(&mut self) {
+        if self.key_hold.is_some() {
+            // Smoothers jump to their targets: nothing fades out any more.
+            self.stop_key();
+        }
         for group in &mut self.groups {
             group.reset();
         }
@@ -314,6 +330,13 @@ impl Engine {
         self.main_stem_delay.reset();
         self.main_delay.reset();
         self.reset_meters();
+    }
+
+    /// Stops computing the mix key (its last listener has faded out).
+    fn stop_key(&mut self) {
+        self.key_hold = None;
+        self.keyed = false;
+        self.master.set_keyed(false);
     }
 
     fn reset_meters(&mut self) {
@@ -340,6 +363,13 @@ impl Engine {
         while start < frames {
             let len = (frames - start).min(CHUNK);
             self.process_chunk(stems, main, start, len);
+            if let Some(left) = self.key_hold {
+                if left <= len {
+                    self.stop_key();
+                } else {
+                    self.key_hold = Some(left - len);
+                }
+            }
             let [pl, pr] = &self.scratch.master;
             out_left[start..start + len].copy_from_slice(&pl[..len]);
             out_right[start..start + len].copy_from_slice(&pr[..len]);
@@ -554,9 +584,11 @@ impl Engine {
     }
 }
 
-/// Whether any compressor of the first stems or the master glue listens to the mix key.
+/// Whether any enabled compressor of the first stems or the enabled master glue listens to the
+/// mix key.
 pub(crate) fn is_keyed(stems: &[StemSettings], master: &MasterSettings) -> bool {
-    stems.iter().any(|s| s.comp.key == CompKey::Mix) || master.glue.key == CompKey::Mix
+    let listens = |c: &crate::settings::CompressorSettings| c.enabled && c.key == CompKey::Mix;
+    stems.iter().any(|s| listens(&s.comp)) || listens(&master.glue)
 }
 
 /// Up to [`STEM_GROUP`] consecutive stems: their chains and mute/solo gains.
@@ -673,12 +705,17 @@ impl MasterStage {
 
     /// Applies settings; `keyed` says whether the key will carry the mix.
     pub(crate) fn set_settings(&mut self, settings: &MasterSettings, keyed: bool) {
+        self.set_keyed(keyed);
+        self.chain.set_settings(settings);
+    }
+
+    /// Says whether the key will carry the mix from the next chunk on.
+    pub(crate) fn set_keyed(&mut self, keyed: bool) {
         if keyed && !self.keyed {
             // The delay holds nothing of the mix while unkeyed.
             self.key_delay.reset();
         }
         self.keyed = keyed;
-        self.chain.set_settings(settings);
     }
 
     /// Clears all state.
@@ -757,7 +794,39 @@ fn accumulate(gain: &mut Smoother, acc: [&mut [f32]; 2], x: [&[f32]; 2]) {
     }
 }
 
+/// Whether every sample is finite: `v·0` is 0 for finite `v` and NaN for NaN/±Inf. Eight
+/// independent partial sums, so the loop vectorises (one running sum would be a chain of
+/// dependent additions, about 8 cycles per stereo frame per stem).
 #[inline]
 fn all_finite(x: &[f32]) -> bool {
-    x.iter().fold(0.0f32, |acc, &v| acc + v * 0.0) == 0.0
+    let (chunks, tail) = x.as_chunks::<8>();
+    let mut acc = [0.0f32; 8];
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v * 0.0;
+        }
+    }
+    let tail = tail.iter().fold(0.0f32, |a, &v| a + v * 0.0);
+    acc.iter().sum::<f32>() + tail == 0.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn all_finite_finds_a_bad_sample_anywhere() {
+        for len in [0, 1, 7, 8, 9, 64, 67] {
+            let mut x: Vec<f32> = (0..len).map(|n| (n as f32 - 30.0) * 1.0e30).collect();
+            assert!(all_finite(&x), "len {len}");
+            for pos in 0..len {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let keep = x[pos];
+                    x[pos] = bad;
+                    assert!(!all_finite(&x), "len {len}, {bad} at {pos}");
+                    x[pos] = keep;
+                }
+            }
+        }
+    }
 }

@@ -647,3 +647,48 @@ fn a_compressor_keyed_from_the_mix_follows_the_other_stems() {
     assert!(own < 0.01, "own key: {own} dB of reduction");
     assert!(mix > 3.0, "mix key: {mix} dB of reduction");
 }
+
+#[test]
+fn a_mix_keyed_compressor_hears_the_mix_while_it_fades_out() {
+    use stembus_dsp::settings::CompKey;
+    // One stem: its mix key is its own input, so keyed from the mix or from itself the
+    // compressor must give the same output, also during the bypass fade after it is switched
+    // off (the engine stops summing the key only once the fade is over).
+    let frames = 24_064;
+    let stems = make_stems(1, frames, 0.9, 5);
+    let render = |key: CompKey| {
+        let mut settings = EngineSettings::default();
+        settings.stems[0].comp.enabled = true;
+        settings.stems[0].comp.threshold_db = -30.0;
+        settings.stems[0].comp.ratio = 8.0;
+        settings.stems[0].comp.key = key;
+        let mut engine = Engine::new(48_000.0, 256, 1);
+        engine.set_settings(&settings);
+        engine.reset();
+        let mut out = [vec![0.0f32; frames], vec![0.0f32; frames]];
+        for start in (0..frames).step_by(256) {
+            if start == 12_032 {
+                settings.stems[0].comp.enabled = false;
+                engine.set_settings(&settings);
+            }
+            let [l, r] = &stems[0];
+            let ins = [Some([&l[start..start + 256], &r[start..start + 256]])];
+            let [ol, or] = &mut out;
+            engine.process(
+                &ins,
+                None,
+                &mut ol[start..start + 256],
+                &mut or[start..start + 256],
+            );
+        }
+        out
+    };
+    let (own, mix) = (render(CompKey::Own), render(CompKey::Mix));
+    let worst = (0..2)
+        .flat_map(|c| own[c].iter().zip(&mix[c]).map(|(a, b)| (a - b).abs()))
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1.0e-6, "own and mix key differ by {worst}");
+    // And the compressor was working before the switch.
+    let level = |x: &[f32]| x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
+    assert!(level(&own[0][8_000..12_000]) < 0.5 * level(&stems[0][0][8_000..12_000]));
+}
