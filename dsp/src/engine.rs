@@ -193,6 +193,24 @@ impl Engine {
     /// Prepares an engine: `sample_rate` 44.1–192 kHz (clamped), `max_block_size` ≥ 1,
     /// `num_stems` 1–8 (clamped). Allocates everything `process` will ever need.
     pub fn new(sample_rate: f32, max_block_size: usize, num_stems: usize) -> Self {
+        Self::with_meters(
+            sample_rate,
+            max_block_size,
+            num_stems,
+            Arc::new(EngineMeters::default()),
+        )
+    }
+
+    /// Like [`Engine::new`], publishing into `meters` (e.g. a plugin's holder that outlives
+    /// the engines it builds on each activation, so an open editor keeps reading the same
+    /// atomics). Values the previous engine left there stay until this one publishes, except
+    /// that a pending reset request is honoured by this engine.
+    pub fn with_meters(
+        sample_rate: f32,
+        max_block_size: usize,
+        num_stems: usize,
+        meters: Arc<EngineMeters>,
+    ) -> Self {
         let sample_rate = sample_rate.clamp(SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1);
         let num_stems = num_stems.clamp(1, MAX_STEMS);
         let groups: Vec<StemGroup> = (0..num_stems.div_ceil(STEM_GROUP))
@@ -222,7 +240,7 @@ impl Engine {
                 ramp(0.0, MONITOR_RAMP_MS),
             ],
             match_gain: ramp(1.0, MONITOR_RAMP_MS),
-            published: Arc::new(EngineMeters::default()),
+            published: meters,
             latency,
             null_peak: 0.0,
             null_energy: 0.0,

@@ -68,7 +68,8 @@ pub struct Stembus {
     settings: EngineSettings,
     /// The engine; created in `activate` (sample rate, block size and stem count known).
     engine: Option<Engine>,
-    /// The engine's published meters (for the GUI); replaced when `activate` builds an engine.
+    /// The meters every engine this instance builds publishes into (for the GUI): one holder
+    /// for the plugin's lifetime, so a reader keeps its `Arc` across re-activations.
     meters: Arc<EngineMeters>,
     /// Copy of the main input: the engine reads it while writing the (in-place) main buffer.
     main_copy: [Vec<f32>; 2],
@@ -90,7 +91,8 @@ impl Default for Stembus {
 }
 
 impl Stembus {
-    /// The meters published by the current engine (atomics; read from any thread).
+    /// The meters published by the current engine (atomics; read from any thread); the same
+    /// holder before, between and after activations.
     pub fn meters(&self) -> &Arc<EngineMeters> {
         &self.meters
     }
@@ -206,9 +208,13 @@ impl Plugin for Stembus {
     ) -> bool {
         let max_block = buffer_config.max_buffer_size.max(1) as usize;
         let num_stems = audio_io_layout.aux_input_ports.len().clamp(1, MAX_STEMS);
-        let engine = Engine::new(buffer_config.sample_rate, max_block, num_stems);
+        let engine = Engine::with_meters(
+            buffer_config.sample_rate,
+            max_block,
+            num_stems,
+            self.meters.clone(),
+        );
         context.set_latency_samples(engine.latency_samples() as u32);
-        self.meters = engine.meters().clone();
         self.engine = Some(engine);
         for ch in &mut self.main_copy {
             *ch = vec![0.0; max_block];
@@ -567,6 +573,45 @@ mod tests {
                 assert!((value - 0.25).abs() < 0.01, "stem {}: {value}", stem + 1);
             }
         }
+    }
+
+    #[test]
+    fn the_meters_holder_survives_reactivation() {
+        let len = 4 * MAX_BLOCK;
+        let (mut plugin, mut host) = activated(0);
+        let holder = plugin.meters().clone();
+        let stems = vec![impulse(len, 5, 0.25)];
+        let silence = vec![0.0; len];
+        run(
+            &mut plugin,
+            &mut host,
+            [&silence, &silence],
+            &stems,
+            MAX_BLOCK,
+        );
+        let first = holder.master.read().sample_peak_db[0];
+        assert!((first + 12.04).abs() < 0.1, "first engine: {first} dBFS");
+        // The host re-activates (e.g. a new sample rate): the new engine publishes into the
+        // holder a reader already has.
+        let config = BufferConfig {
+            sample_rate: 2.0 * RATE,
+            min_buffer_size: None,
+            max_buffer_size: MAX_BLOCK as u32,
+            process_mode: nice_plug::prelude::ProcessMode::Realtime,
+        };
+        assert!(plugin.activate(&Stembus::AUDIO_IO_LAYOUTS[0], &config, &mut host));
+        plugin.reset();
+        assert!(Arc::ptr_eq(&holder, plugin.meters()));
+        let stems = vec![impulse(len, 5, 0.5)];
+        run(
+            &mut plugin,
+            &mut host,
+            [&silence, &silence],
+            &stems,
+            MAX_BLOCK,
+        );
+        let second = holder.master.read().sample_peak_db[0];
+        assert!((second + 6.02).abs() < 0.1, "second engine: {second} dBFS");
     }
 
     #[test]
