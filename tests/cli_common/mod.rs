@@ -8,9 +8,13 @@ use std::sync::OnceLock;
 
 use stembus_dsp::meters::{MeterSet, PublishedMeters};
 
-/// Path of the `stembus` binary: `$STEMBUS_BIN` if set, else built once per test process with
-/// `cargo build -p stembus-cli --bin stembus` in the profile this test was built with (the
-/// path comes from cargo's JSON messages, so any target directory works).
+/// Path of the `stembus` binary: `$STEMBUS_BIN` if set, else asked of cargo once per test
+/// process, in the profile this test was built with (the path comes from cargo's JSON
+/// messages, so any target directory works): `cargo test --workspace --no-run` for a test
+/// build, which finds the binary `cargo test --workspace` has just built for
+/// `cli/tests/usage.rs` fresh (a plain `cargo build -p stembus-cli` resolves other features
+/// for shared dependencies than the test run and would recompile the engine);
+/// `cargo build --release -p stembus-cli` for a release build.
 pub fn stembus_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -31,29 +35,40 @@ pub fn stembus_bin() -> &'static Path {
             "test"
         };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
+        let args: &[&str] = if profile == "release" {
+            &[
                 "build",
+                "--release",
                 "-p",
                 "stembus-cli",
                 "--bin",
                 "stembus",
-                "--profile",
-                profile,
-            ])
+            ]
+        } else {
+            &["test", "--workspace", "--no-run"]
+        };
+        let out = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
             .args(["--message-format", "json-render-diagnostics"])
             .output()
             .expect("run cargo build");
         assert!(
             out.status.success(),
-            "cargo build -p stembus-cli failed:\n{}",
+            "cargo {args:?} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "stembus")
+            // The binary itself: not the plugin library (also named `stembus`) nor the
+            // binary's unit-test harness.
+            .filter(|v| {
+                v["reason"] == "compiler-artifact"
+                    && v["target"]["name"] == "stembus"
+                    && v["target"]["kind"] == serde_json::json!(["bin"])
+                    && v["profile"]["test"] == false
+            })
             .find_map(|v| v["executable"].as_str().map(PathBuf::from))
             .expect("cargo reported the stembus executable")
     })
