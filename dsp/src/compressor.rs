@@ -137,7 +137,7 @@ pub fn fast_exp2(y: f32) -> f32 {
 /// [`fast_exp2`], its polynomial in fused multiply-adds when `FMA` (only inside functions
 /// compiled with the FMA target feature).
 #[inline(always)]
-fn exp2_poly<const FMA: bool>(y: f32) -> f32 {
+pub(crate) fn exp2_poly<const FMA: bool>(y: f32) -> f32 {
     // Adding 1.5·2²³ rounds to an integer, which lands in the low mantissa bits.
     const MAGIC: f32 = 12_582_912.0;
     let y = if y >= -126.0 { y.min(126.0) } else { -126.0 }; // NaN → −126
@@ -159,7 +159,7 @@ fn exp2_poly<const FMA: bool>(y: f32) -> f32 {
 /// (The atanh series of [`fast_log2`] needs a division per sample, the slowest vector
 /// instruction in the gain computer.)
 #[inline(always)]
-fn log2_poly<const FMA: bool>(x: f32) -> f32 {
+pub(crate) fn log2_poly<const FMA: bool>(x: f32) -> f32 {
     const Q: [f32; 8] = [
         std::f32::consts::LOG2_E,
         -0.721_351_5,

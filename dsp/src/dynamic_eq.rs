@@ -13,8 +13,8 @@
 //! bell          peaking(f0, Q, −c)         RBJ, redesigned every segment
 //! ```
 //!
-//! The level's logarithm and the bell's `A = 10^(gain/40)` use the compressor's
-//! [`fast_log2`]/[`fast_exp2`] (errors below 10⁻⁵ dB; 0 dB still gives exactly `A = 1`).
+//! The level's logarithm and the bell's `A = 10^(gain/40)` use the compressor's polynomial
+//! `log2`/`exp2` (errors below 10⁻⁵ dB; 0 dB still gives exactly `A = 1`).
 //!
 //! The gain computer and smoothing follow Giannoulis, Massberg & Reiss, *Digital Dynamic Range
 //! Compressor Design — A Tutorial and Analysis* (JAES 2012): static curve in dB, then the
@@ -35,22 +35,39 @@
 //! signal passes bit for bit. The bell's coefficients follow the envelope once per segment,
 //! i.e. with ≤ 16 samples of delay.
 //!
+//! **Cost: three passes per cell.** A segment's bell depends on the envelope at the end of the
+//! segment before it, and the envelope is a long chain of dependent operations (dot product,
+//! logarithm, gain computer, `exp2`, a division for the design: ≈ 130 cycles). Run once per
+//! segment between the per-sample loops (as an earlier version did), that chain, not the
+//! filters, set the pace. So while the detector is settled (frequency and Q still) the frames
+//! of a block's part of a [`GRID`] cell go through three passes: the detector over all of
+//! them (band powers), then the envelope of every segment they complete — the dot products,
+//! logarithms and designs of the segments are independent of each other, only the mean square
+//! and the cut (one multiply-add and one maximum each) carry from segment to segment — and
+//! the bell's designs, then the bell over all of them. The bell's gain is chosen per segment
+//! without a branch (an unchanged gain gives the same design, a ramp with zero increments).
+//! The sections run in fused multiply-adds where the CPU has AVX2 and FMA (chosen at run time,
+//! as in `crate::compressor`). While the frequency or Q moves, or the band is switched off,
+//! the same steps run segment by segment; both give the same output bit for bit.
+//!
 //! Frequency and Q ramp in octaves, threshold/ratio/range ramp linearly ([`RAMP_MS`], at the
 //! segment rate); switching the band on or off fades the cut in or out over [`RAMP_MS`]; once
 //! off and settled the band is skipped entirely. Segments count samples from the moment the
 //! band starts, so the block size never changes the output.
 
-use crate::biquad::{
-    Coefficients, GridProcessor, LaneCoefficients, Lanes, Section, Warp, process_in_grid,
-};
-use crate::compressor::{fast_exp2, fast_log2};
+use crate::biquad::{Coefficients, GridProcessor, LaneCoefficients, Lanes, Warp, process_in_grid};
+use crate::compressor::{exp2_poly, log2_poly};
 use crate::eq::{RAMP_MS, SEGMENT, clamp_or};
 use crate::settings::DynEqSettings;
 use crate::smoother::Smoother;
-use crate::util::one_pole_coeff;
+use crate::util::{avx2_fma_available, one_pole_coeff};
 
 /// Band state below this (≈ −240 dBFS) counts as silent.
 const IDLE_STATE: f64 = 1.0e-12;
+
+/// Filter states below this (−600 dB) are flushed to exactly zero at every cell end (as
+/// `biquad::LaneState::flush` does).
+const STATE_FLUSH: f64 = 1.0e-30;
 
 /// Cuts smaller than this (dB) are flushed to exactly 0 dB.
 const MIN_CUT_DB: f64 = 1.0e-6;
@@ -59,8 +76,8 @@ const MIN_CUT_DB: f64 = 1.0e-6;
 /// of at least this much (each ramped over a segment), except that it always lands exactly on
 /// 0 dB. A 0.05 dB step of a band's gain, spread over 16 samples, is far below audibility
 /// (gain steps of ~0.2 dB are the smallest heard on steady tones, and only as level
-/// differences); it spares the redesign (and the coefficient ramp) of most segments while the
-/// cut releases slowly or hovers.
+/// differences); it keeps the bell's coefficients still while the cut releases slowly or
+/// hovers.
 const BELL_STEP_DB: f64 = 0.05;
 
 /// Samples per segment.
@@ -70,11 +87,23 @@ const SEG: usize = SEGMENT as usize;
 /// the segment.
 const GRID: usize = 8 * SEG;
 
+/// Most segments one part of a cell touches (a part starts anywhere in a segment).
+const MAX_SEGS: usize = GRID / SEG + 1;
+
 /// `log2(10)/40`: `A = 10^(gain_db/40) = 2^(gain_db·log2(10)/40)`.
 const LOG2_AMPLITUDE_PER_DB: f64 = std::f64::consts::LOG2_10 / 40.0;
 
 /// `10·log10(2)`: dB of power per octave.
 const DB_PER_LOG2_POWER: f64 = 10.0 * std::f64::consts::LOG10_2;
+
+/// All-zero coefficients: the increments of a section that does not ramp.
+const ZERO_COEFFS: LaneCoefficients = LaneCoefficients {
+    b0: [0.0; 2],
+    c1: [0.0; 2],
+    c2: [0.0; 2],
+    a1: [0.0; 2],
+    a2: [0.0; 2],
+};
 
 /// `max(a, b)` for non-NaN inputs without a branch (`maxsd` on x86-64: the second operand
 /// unless the first is larger).
@@ -101,6 +130,334 @@ fn min_f64(a: f64, b: f64) -> f64 {
     }
     #[cfg(not(target_arch = "x86_64"))]
     if a < b { a } else { b }
+}
+
+/// One stereo section of the band (the detector or the bell), transposed direct form II,
+///
+/// ```text
+/// y[n] = b0·x[n] + s1[n]
+/// s1[n+1] = c1·x[n] − a1·s1[n] + s2[n],   s2[n] = c2·x[n−1] − a2·s1[n−1]
+/// ```
+///
+/// (the form of `biquad::LaneState`, `c1 = b1 − a1·b0`, `c2 = b2 − a2·b0`), evaluated as
+/// `s1[n+1] = (c1·x[n] + c2·x[n−1] − a2·s1[n−1]) − a1·s1[n]`: the state kept is `s1[n]`,
+/// `s1[n−1]` and `c2·x[n−1]` (with the `a2` of sample `n − 1`), so that the loop-carried path
+/// is a single (fused) multiply-add per sample — through `s2` it would be three per two
+/// samples, ≈ 50 % longer, and a lone section is bound by that latency. Coefficients move
+/// linearly, sample by sample, over one segment to a new design ([`Stage::ramp_to`] at a
+/// segment start, [`Stage::land`] at its end; every interpolated design is stable, the
+/// stability triangle being convex). Kept here rather than as a `biquad::Section` so that its
+/// loops can be specialised for this module.
+#[derive(Debug, Clone, Copy)]
+struct Stage {
+    /// Coefficients of the last processed sample.
+    coeffs: LaneCoefficients,
+    /// Per-sample increment during the current segment (zero when not ramping).
+    step: LaneCoefficients,
+    /// Coefficients the current segment ends on.
+    target: LaneCoefficients,
+    /// True from [`Stage::ramp_to`] to the [`Stage::land`] at the segment's end.
+    ramping: bool,
+    /// `s1[n]` of each lane (the next sample's).
+    s1: Lanes,
+    /// `s1[n−1]` of each lane.
+    s1_prev: Lanes,
+    /// `c2·x[n−1]` of each lane.
+    c2x_prev: Lanes,
+    /// `a2` of sample `n − 1` of each lane.
+    a2_prev: Lanes,
+}
+
+impl Stage {
+    /// Settled at `c`, with a cleared state.
+    fn new(c: LaneCoefficients) -> Self {
+        Self {
+            coeffs: c,
+            step: ZERO_COEFFS,
+            target: c,
+            ramping: false,
+            s1: [0.0; 2],
+            s1_prev: [0.0; 2],
+            c2x_prev: [0.0; 2],
+            a2_prev: c.a2,
+        }
+    }
+
+    /// Starts a ramp over one segment to `target` (increments of zero when it equals the
+    /// current coefficients, which then stay exactly as they are).
+    #[inline(always)]
+    fn ramp_to(&mut self, target: LaneCoefficients) {
+        let inv = 1.0 / SEG as f64;
+        let d = |t: Lanes, c: Lanes| [(t[0] - c[0]) * inv, (t[1] - c[1]) * inv];
+        let c = &self.coeffs;
+        self.step = LaneCoefficients {
+            b0: d(target.b0, c.b0),
+            c1: d(target.c1, c.c1),
+            c2: d(target.c2, c.c2),
+            a1: d(target.a1, c.a1),
+            a2: d(target.a2, c.a2),
+        };
+        self.target = target;
+        self.ramping = true;
+    }
+
+    /// At a segment's end: lands exactly on the target.
+    #[inline(always)]
+    fn land(&mut self) {
+        self.coeffs = self.target;
+        self.step = ZERO_COEFFS;
+        self.ramping = false;
+    }
+
+    /// The state variables.
+    fn state(&self) -> [f64; 6] {
+        let (a, b, c) = (self.s1, self.s1_prev, self.c2x_prev);
+        [a[0], a[1], b[0], b[1], c[0], c[1]]
+    }
+
+    /// Sets state magnitudes below [`STATE_FLUSH`] to exactly zero.
+    fn flush(&mut self) {
+        for v in self
+            .s1
+            .iter_mut()
+            .chain(self.s1_prev.iter_mut())
+            .chain(self.c2x_prev.iter_mut())
+        {
+            if v.abs() < STATE_FLUSH {
+                *v = 0.0;
+            }
+        }
+    }
+
+    fn is_finite(&self) -> bool {
+        self.state().iter().all(|v| v.is_finite())
+    }
+
+    /// Largest state magnitude (NaN counts as infinite).
+    fn max_abs(&self) -> f64 {
+        self.state().iter().fold(0.0, |m, v| {
+            if v.abs() > m || v.is_nan() {
+                v.abs()
+            } else {
+                m
+            }
+        })
+    }
+}
+
+/// `c += step`, coefficient by coefficient.
+#[inline(always)]
+fn advance(c: &mut LaneCoefficients, step: &LaneCoefficients) {
+    let add = |a: &mut Lanes, b: Lanes| *a = [a[0] + b[0], a[1] + b[1]];
+    add(&mut c.b0, step.b0);
+    add(&mut c.c1, step.c1);
+    add(&mut c.c2, step.c2);
+    add(&mut c.a1, step.a1);
+    add(&mut c.a2, step.a2);
+}
+
+/// One sample of a [`Stage`] (portable build): returns `y`.
+#[inline(always)]
+fn section_tick(c: &LaneCoefficients, st: &mut Stage, x: Lanes) -> Lanes {
+    let mut y = [0.0; 2];
+    for k in 0..2 {
+        y[k] = c.b0[k] * x[k] + st.s1[k];
+        let t = (c.c1[k] * x[k] + st.c2x_prev[k]) - st.a2_prev[k] * st.s1_prev[k];
+        let s1 = t - c.a1[k] * st.s1[k];
+        st.s1_prev[k] = st.s1[k];
+        st.c2x_prev[k] = c.c2[k] * x[k];
+        st.s1[k] = s1;
+    }
+    st.a2_prev = c.a2;
+    y
+}
+
+/// The bell over `buf` in place (within one segment), its coefficients advancing by their
+/// increment every sample.
+#[inline(always)]
+fn bell_pass<const FMA: bool>(st: &mut Stage, buf: &mut [Lanes]) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: `FMA` is only true inside functions compiled for AVX2 and FMA.
+        unsafe { fused::bell_pass(st, buf) };
+        return;
+    }
+    let mut c = st.coeffs;
+    for x in buf.iter_mut() {
+        advance(&mut c, &st.step);
+        *x = section_tick(&c, st, *x);
+    }
+    st.coeffs = c;
+}
+
+/// The detector over `input` (`RAMP`: within one segment, its coefficients advancing),
+/// writing each frame's squared band signal `[b_L², b_R²]` to `power`.
+#[inline(always)]
+fn detector_pass<const FMA: bool, const RAMP: bool>(
+    st: &mut Stage,
+    input: &[Lanes],
+    power: &mut [Lanes],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: `FMA` is only true inside functions compiled for AVX2 and FMA.
+        unsafe { fused::detector_pass::<RAMP>(st, input, power) };
+        return;
+    }
+    let mut c = st.coeffs;
+    for (x, p) in input.iter().zip(power.iter_mut()) {
+        if RAMP {
+            advance(&mut c, &st.step);
+        }
+        let b = section_tick(&c, st, *x);
+        *p = [b[0] * b[0], b[1] * b[1]];
+    }
+    st.coeffs = c;
+}
+
+/// The loops of [`bell_pass`] and [`detector_pass`] in fused multiply-adds on 128-bit
+/// registers (one register per coefficient or state variable, both channels), written with
+/// intrinsics: left to itself the compiler packs the two independent state updates into one
+/// 256-bit operation, which puts lane shuffles on the loop-carried path.
+#[cfg(target_arch = "x86_64")]
+mod fused {
+    use super::{Lanes, Stage};
+    use std::arch::x86_64::*;
+
+    /// Coefficients in registers.
+    #[derive(Clone, Copy)]
+    struct Regs {
+        b0: __m128d,
+        c1: __m128d,
+        c2: __m128d,
+        a1: __m128d,
+        a2: __m128d,
+    }
+
+    #[inline(always)]
+    unsafe fn load(v: &Lanes) -> __m128d {
+        // SAFETY: reads the two f64 of `v`.
+        unsafe { _mm_loadu_pd(v.as_ptr()) }
+    }
+
+    #[inline(always)]
+    unsafe fn store(v: &mut Lanes, r: __m128d) {
+        // SAFETY: writes the two f64 of `v`.
+        unsafe { _mm_storeu_pd(v.as_mut_ptr(), r) }
+    }
+
+    /// A section's coefficients, increments and state in registers, for one loop.
+    struct Run {
+        c: Regs,
+        step: Regs,
+        s1: __m128d,
+        s1_prev: __m128d,
+        c2x_prev: __m128d,
+        a2_prev: __m128d,
+    }
+
+    impl Run {
+        #[inline(always)]
+        unsafe fn begin(st: &Stage) -> Self {
+            let regs = |c: &super::LaneCoefficients| {
+                // SAFETY: plain loads.
+                unsafe {
+                    Regs {
+                        b0: load(&c.b0),
+                        c1: load(&c.c1),
+                        c2: load(&c.c2),
+                        a1: load(&c.a1),
+                        a2: load(&c.a2),
+                    }
+                }
+            };
+            // SAFETY: plain loads.
+            unsafe {
+                Self {
+                    c: regs(&st.coeffs),
+                    step: regs(&st.step),
+                    s1: load(&st.s1),
+                    s1_prev: load(&st.s1_prev),
+                    c2x_prev: load(&st.c2x_prev),
+                    a2_prev: load(&st.a2_prev),
+                }
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn end(&self, st: &mut Stage) {
+            // SAFETY: plain stores.
+            unsafe {
+                store(&mut st.coeffs.b0, self.c.b0);
+                store(&mut st.coeffs.c1, self.c.c1);
+                store(&mut st.coeffs.c2, self.c.c2);
+                store(&mut st.coeffs.a1, self.c.a1);
+                store(&mut st.coeffs.a2, self.c.a2);
+                store(&mut st.s1, self.s1);
+                store(&mut st.s1_prev, self.s1_prev);
+                store(&mut st.c2x_prev, self.c2x_prev);
+                store(&mut st.a2_prev, self.a2_prev);
+            }
+        }
+
+        /// One sample (after advancing the coefficients when `RAMP`); returns `y`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn tick<const RAMP: bool>(&mut self, x: __m128d) -> __m128d {
+            let c = &mut self.c;
+            if RAMP {
+                c.b0 = _mm_add_pd(c.b0, self.step.b0);
+                c.c1 = _mm_add_pd(c.c1, self.step.c1);
+                c.c2 = _mm_add_pd(c.c2, self.step.c2);
+                c.a1 = _mm_add_pd(c.a1, self.step.a1);
+                c.a2 = _mm_add_pd(c.a2, self.step.a2);
+            }
+            let y = _mm_fmadd_pd(c.b0, x, self.s1);
+            let t = _mm_fnmadd_pd(
+                self.a2_prev,
+                self.s1_prev,
+                _mm_fmadd_pd(c.c1, x, self.c2x_prev),
+            );
+            let s1 = _mm_fnmadd_pd(c.a1, self.s1, t);
+            self.s1_prev = self.s1;
+            self.c2x_prev = _mm_mul_pd(c.c2, x);
+            self.a2_prev = c.a2;
+            self.s1 = s1;
+            y
+        }
+    }
+
+    /// [`super::bell_pass`], fused.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn bell_pass(st: &mut Stage, buf: &mut [Lanes]) {
+        // SAFETY: AVX2 and FMA are enabled; every access is in bounds of `buf`.
+        unsafe {
+            let mut run = Run::begin(st);
+            for x in buf.iter_mut() {
+                let y = run.tick::<true>(load(x));
+                store(x, y);
+            }
+            run.end(st);
+        }
+    }
+
+    /// [`super::detector_pass`], fused.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn detector_pass<const RAMP: bool>(
+        st: &mut Stage,
+        input: &[Lanes],
+        power: &mut [Lanes],
+    ) {
+        // SAFETY: AVX2 and FMA are enabled; every access is in bounds of the slices.
+        unsafe {
+            let mut run = Run::begin(st);
+            for (x, p) in input.iter().zip(power.iter_mut()) {
+                let y = run.tick::<RAMP>(load(x));
+                store(p, _mm_mul_pd(y, y));
+            }
+            run.end(st);
+        }
+    }
 }
 
 /// Clamped [`DynEqSettings`].
@@ -165,13 +522,13 @@ pub struct DynamicEq {
     /// Corner values of the current frequency and Q, shared by the detector and the bell.
     warp: Warp,
     /// Detector band-pass (coefficients and left/right state).
-    detector: Section,
+    detector: Stage,
     /// Bell (coefficients and left/right state).
-    bell: Section,
+    bell: Stage,
     /// Bell gain in dB the bell coefficients were last designed for (−cut·fade).
     bell_gain_db: f64,
-    /// `b_L² + b_R²` of each sample from the start of the current segment.
-    power: [f64; SEG + GRID],
+    /// `[b_L², b_R²]` of each sample from the start of the current segment.
+    power: [Lanes; SEG + GRID],
     /// Mean square of the band signal (linear power), at the last segment end.
     mean_square: f64,
     /// Smoothed cut in dB (positive), before the enable fade.
@@ -186,6 +543,8 @@ pub struct DynamicEq {
     gr_db: f32,
     /// Largest gain reduction since the last [`DynamicEq::take_max_gain_reduction_db`].
     gr_max_db: f32,
+    /// Run the loops compiled for AVX2 + FMA (set in `new` from the CPU's features).
+    use_fma: bool,
 }
 
 impl DynamicEq {
@@ -207,10 +566,10 @@ impl DynamicEq {
             rms_weights: [0.0; SEG],
             rms_decay: 0.0,
             warp: Warp::new(sample_rate as f64, d.freq_hz as f64, d.q as f64),
-            detector: Section::new(LaneCoefficients::IDENTITY),
-            bell: Section::new(LaneCoefficients::IDENTITY),
+            detector: Stage::new(LaneCoefficients::IDENTITY),
+            bell: Stage::new(LaneCoefficients::IDENTITY),
             bell_gain_db: 0.0,
-            power: [0.0; SEG + GRID],
+            power: [[0.0; 2]; SEG + GRID],
             mean_square: 0.0,
             cut_db: 0.0,
             seg_pos: 0,
@@ -218,6 +577,7 @@ impl DynamicEq {
             active: false,
             gr_db: 0.0,
             gr_max_db: 0.0,
+            use_fma: avx2_fma_available(),
         };
         eq.set_settings(&d);
         eq.reset();
@@ -281,8 +641,9 @@ impl DynamicEq {
         self.seg_pos = 0;
         self.grid_pos = 0;
         self.update_warp();
-        self.detector = Section::new(self.design_detector());
-        self.bell = Section::new(self.design_bell());
+        self.detector = Stage::new(self.design_detector());
+        // 0 dB: exactly `A = 1`, an exact identity.
+        self.bell = Stage::new(self.warp.peaking_lanes(1.0));
     }
 
     /// Recomputes the corner values and the RMS detector weights for the current frequency and
@@ -307,9 +668,10 @@ impl DynamicEq {
         LaneCoefficients::splat(&Coefficients::bandpass_warped(&self.warp))
     }
 
-    fn design_bell(&self) -> LaneCoefficients {
-        // 0 dB gives exactly A = 1 (an exact identity).
-        let a = fast_exp2((self.bell_gain_db.clamp(-48.0, 48.0) * LOG2_AMPLITUDE_PER_DB) as f32);
+    /// The bell for a gain of `gain_db` (0 dB gives exactly `A = 1`, an exact identity).
+    #[inline(always)]
+    fn design_bell<const FMA: bool>(&self, gain_db: f64) -> LaneCoefficients {
+        let a = exp2_poly::<FMA>((gain_db.clamp(-48.0, 48.0) * LOG2_AMPLITUDE_PER_DB) as f32);
         self.warp.peaking_lanes(a as f64)
     }
 
@@ -331,70 +693,97 @@ impl DynamicEq {
         m
     }
 
-    /// Starts a segment: moves frequency/Q one segment (ramping the detector to the new
-    /// design) and returns the bell design for the current cut when it changed.
-    fn begin_segment(&mut self) -> Option<LaneCoefficients> {
-        let moved = self.log2_freq.is_smoothing() || self.log2_q.is_smoothing();
-        if moved {
-            self.log2_freq.tick();
-            self.log2_q.tick();
-            self.update_warp();
-            self.detector.ramp_to(self.design_detector(), SEGMENT);
-        }
-        let gain_db = -self.cut_db * self.enable.value() as f64;
+    /// The bell gain (dB) a segment starting now asks for: the cut times the enable fade.
+    #[inline(always)]
+    fn start_gain_db(&self) -> f64 {
+        -self.cut_db * self.enable.value() as f64
+    }
+
+    /// The gain the bell is designed for in a segment whose start asks for `gain_db`: the
+    /// previous one unless it moved by [`BELL_STEP_DB`] or more, or lands on 0 dB, or
+    /// `force`. Without a branch (the choice depends on the envelope's long chain; a
+    /// mispredicted branch on it would stall the processor until that chain is done).
+    #[inline(always)]
+    fn choose_bell_gain(&mut self, gain_db: f64, force: bool) -> f64 {
         let changed = if gain_db == 0.0 {
             self.bell_gain_db != 0.0
         } else {
             (gain_db - self.bell_gain_db).abs() >= BELL_STEP_DB
         };
-        if moved || changed {
-            self.bell_gain_db = gain_db;
-            Some(self.design_bell())
-        } else {
-            None
-        }
+        let take = changed | force;
+        self.bell_gain_db = if take { gain_db } else { self.bell_gain_db };
+        self.bell_gain_db
     }
 
-    /// End of a segment whose band powers are `power[start..start + 16]`: mean square, level,
-    /// gain computer, envelope, meters.
-    fn end_segment(&mut self, start: usize) {
-        let start = start.min(GRID);
-        let mut power = [0.0f64; SEG];
-        power.copy_from_slice(&self.power[start..start + SEG]);
-        // Four interleaved partial sums (a fixed order, so the result is deterministic).
-        let mut acc = [0.0f64; 4];
-        for k in (0..SEG).step_by(4) {
-            for (j, a) in acc.iter_mut().enumerate() {
-                *a += self.rms_weights[k + j] * power[k + j];
-            }
+    /// Starts a segment (segment by segment processing): moves frequency/Q one segment
+    /// (ramping the detector to the new design) and ramps the bell to its design for the
+    /// current cut.
+    #[inline(always)]
+    fn begin_segment<const FMA: bool>(&mut self) {
+        let moved = self.log2_freq.is_smoothing() || self.log2_q.is_smoothing();
+        if moved {
+            self.log2_freq.tick();
+            self.log2_q.tick();
+            self.update_warp();
+            let d = self.design_detector();
+            self.detector.ramp_to(d);
         }
-        let dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        self.mean_square = self.rms_decay * self.mean_square + dot;
-        let level_db =
-            DB_PER_LOG2_POWER * fast_log2((2.0 * self.mean_square + 1.0e-30) as f32) as f64;
+        let gain_db = self.choose_bell_gain(self.start_gain_db(), moved);
+        let design = self.design_bell::<FMA>(gain_db);
+        self.bell.ramp_to(design);
+    }
 
-        let threshold = self.threshold_db.tick() as f64;
-        let slope = self.slope.tick() as f64;
-        let range = self.range_db.tick() as f64;
-        let fade = self.enable.tick();
-        let target = ((level_db - threshold) * slope).clamp(0.0, range);
-        // The attack pole if `target > cut`, else the release pole: both candidates, and the
-        // rule picks the larger when the attack is the faster pole (it moves further up, the
-        // release stays higher), the smaller otherwise (as in the compressor's detector). No
-        // branch: a mispredicted one per segment cost more than the rest of this function.
-        let cut = self.cut_db;
-        let by_attack = target + self.attack_pole * (cut - target);
-        let by_release = target + self.release_pole * (cut - target);
-        self.cut_db = if self.attack_pole <= self.release_pole {
-            max_f64(by_attack, by_release)
-        } else {
-            min_f64(by_attack, by_release)
-        };
-        if self.cut_db < MIN_CUT_DB {
-            self.cut_db = 0.0;
+    /// Ends `segments` consecutive segments whose band powers are
+    /// `power[16·k..16·(k + 1)]`: mean square, level, gain computer, envelope, meters. Writes
+    /// the bell gain a segment starting after segment `k` asks for to `gains[k]`.
+    ///
+    /// The dot products and logarithms of all segments are independent (vectorised); only the
+    /// mean square and the cut carry from one segment to the next.
+    #[inline(always)]
+    fn end_segments<const FMA: bool>(&mut self, segments: usize, gains: &mut [f64]) {
+        const MAX: usize = GRID / SEG;
+        let segments = segments.min(MAX).min(gains.len());
+        let mut mean_squares = [0.0f64; MAX];
+        let mut m = self.mean_square;
+        for (k, ms) in mean_squares.iter_mut().enumerate().take(segments) {
+            let p = &self.power[SEG * k..SEG * (k + 1)];
+            // Four interleaved partial sums (a fixed order, so the result is deterministic).
+            let mut acc = [0.0f64; 4];
+            for (j, (w, p)) in self.rms_weights.iter().zip(p).enumerate() {
+                acc[j % 4] += w * (p[0] + p[1]);
+            }
+            m = self.rms_decay * m + ((acc[0] + acc[1]) + (acc[2] + acc[3]));
+            *ms = m;
         }
-        self.gr_db = (self.cut_db * fade as f64) as f32;
-        self.gr_max_db = self.gr_max_db.max(self.gr_db);
+        self.mean_square = m;
+        let mut log2_power = [0.0f32; MAX];
+        for (l, ms) in log2_power.iter_mut().zip(&mean_squares) {
+            *l = log2_poly::<FMA>((2.0 * ms + 1.0e-30) as f32);
+        }
+        for (&l, gain) in log2_power.iter().zip(gains.iter_mut()).take(segments) {
+            let level_db = DB_PER_LOG2_POWER * l as f64;
+            let threshold = self.threshold_db.tick() as f64;
+            let slope = self.slope.tick() as f64;
+            let range = self.range_db.tick() as f64;
+            let fade = self.enable.tick();
+            let target = ((level_db - threshold) * slope).clamp(0.0, range);
+            // The attack pole if `target > cut`, else the release pole: both candidates, and
+            // the rule picks the larger when the attack is the faster pole (it moves further
+            // up, the release stays higher), the smaller otherwise (as in the compressor's
+            // detector). No branch.
+            let cut = self.cut_db;
+            let by_attack = target + self.attack_pole * (cut - target);
+            let by_release = target + self.release_pole * (cut - target);
+            let cut = if self.attack_pole <= self.release_pole {
+                max_f64(by_attack, by_release)
+            } else {
+                min_f64(by_attack, by_release)
+            };
+            self.cut_db = if cut < MIN_CUT_DB { 0.0 } else { cut };
+            self.gr_db = (self.cut_db * fade as f64) as f32;
+            self.gr_max_db = self.gr_max_db.max(self.gr_db);
+            *gain = -self.cut_db * fade as f64;
+        }
     }
 
     /// After a segment of a band that is switched off: retires it once the fade is over and
@@ -402,8 +791,8 @@ impl DynamicEq {
     fn retire_if_idle(&mut self) {
         if self.enable.target() == 0.0
             && !self.enable.is_smoothing()
-            && !self.bell.is_ramping()
-            && self.bell.state().max_abs() < IDLE_STATE
+            && !self.bell.ramping
+            && self.bell.max_abs() < IDLE_STATE
         {
             self.active = false;
             self.gr_db = 0.0;
@@ -411,93 +800,99 @@ impl DynamicEq {
         }
     }
 
-    /// Per segment: begin (bell design), detector and bell sample by sample, end (envelope),
-    /// idle check. Used while the detector moves or the band is switched off.
-    fn process_interleaved(&mut self, buf: &mut [Lanes]) {
+    /// Segment by segment: begin (designs), detector, bell, end (envelope), idle check. Used
+    /// while the detector moves or the band is switched off.
+    #[inline(always)]
+    fn process_segments<const FMA: bool>(&mut self, buf: &mut [Lanes]) {
         let mut i = 0;
         while i < buf.len() && self.active {
-            if self.seg_pos == 0
-                && let Some(c) = self.begin_segment()
-            {
-                self.bell.ramp_to(c, SEGMENT);
+            if self.seg_pos == 0 {
+                self.begin_segment::<FMA>();
             }
-            let pos = self.seg_pos.min(SEG);
+            let pos = self.seg_pos.min(SEG - 1);
             let n = (buf.len() - i).min(SEG - pos);
             let part = &mut buf[i..i + n];
             let power = &mut self.power[pos..pos + n];
-            let (det, bell) = (&mut self.detector, &mut self.bell);
-            match (det.is_ramping(), bell.is_ramping()) {
-                (false, false) => detect_and_cut::<false, false>(det, bell, part, power),
-                (false, true) => detect_and_cut::<false, true>(det, bell, part, power),
-                (true, false) => detect_and_cut::<true, false>(det, bell, part, power),
-                (true, true) => detect_and_cut::<true, true>(det, bell, part, power),
+            if self.detector.ramping {
+                detector_pass::<FMA, true>(&mut self.detector, part, power);
+            } else {
+                detector_pass::<FMA, false>(&mut self.detector, part, power);
             }
-            self.seg_pos += n;
+            bell_pass::<FMA>(&mut self.bell, part);
+            self.seg_pos = pos + n;
             if self.seg_pos >= SEG {
                 self.seg_pos = 0;
-                self.end_segment(0);
+                self.detector.land();
+                self.bell.land();
+                self.end_segments::<FMA>(1, &mut [0.0]);
                 self.retire_if_idle();
             }
             i += n;
         }
     }
 
-    /// The same computation, software-pipelined over the segments of the frames: the detector
-    /// runs one segment ahead of the bell, in the same loop (two independent recursions the
-    /// processor overlaps), and a segment's envelope and the next bell design are computed as
-    /// soon as its band powers are known, while the loop works on the segment before it. Used
-    /// while the detector is settled and the band is on.
-    fn process_pipelined(&mut self, buf: &mut [Lanes]) {
+    /// The same computation in three passes over a part of a cell (see the module
+    /// documentation): the detector over every frame, the envelope of every segment completed
+    /// and the bell designs of every segment started, the bell over every frame. Used while
+    /// the detector is settled and the band is on.
+    #[inline(always)]
+    fn process_passes<const FMA: bool>(&mut self, buf: &mut [Lanes]) {
         let pos0 = self.seg_pos.min(SEG - 1);
         let n = buf.len().min(GRID);
         let buf = &mut buf[..n];
-        // Part q: the frames of the q-th segment touched, `buf[a..b]`.
-        let bounds = |q: usize| {
-            (
-                (SEG * q).saturating_sub(pos0),
-                (SEG * (q + 1) - pos0).min(n),
-            )
-        };
-        let parts = (pos0 + n).div_ceil(SEG);
-        let (a0, b0) = bounds(0);
-        detect(
-            &mut self.detector,
-            &buf[a0..b0],
-            &mut self.power[pos0..pos0 + b0],
-        );
-        if pos0 == 0
-            && let Some(c) = self.begin_segment()
-        {
-            self.bell.ramp_to(c, SEGMENT);
+        let total = pos0 + n;
+        detector_pass::<FMA, false>(&mut self.detector, buf, &mut self.power[pos0..total]);
+        // Segment k of this part (k = 0: the one `pos0` is in) covers `buf[start(k)..end(k)]`.
+        let start = |k: usize| (SEG * k).saturating_sub(pos0);
+        let end = |k: usize| (SEG * (k + 1) - pos0).min(n);
+        let touched = total.div_ceil(SEG);
+        let completed = total / SEG;
+        // `gains[k]`: what the start of segment k asks for (k = 0: from the state before this
+        // part, only used if it starts here).
+        let mut gains = [0.0f64; MAX_SEGS];
+        gains[0] = self.start_gain_db();
+        self.end_segments::<FMA>(completed, &mut gains[1..]);
+        let mut designs = [ZERO_COEFFS; MAX_SEGS];
+        let first = if pos0 == 0 { 0 } else { 1 };
+        for k in first..touched {
+            let gain_db = self.choose_bell_gain(gains[k], false);
+            designs[k] = self.design_bell::<FMA>(gain_db);
         }
-        for q in 0..parts {
-            let (a, b) = bounds(q);
-            if pos0 + b == SEG * (q + 1) {
-                self.end_segment(SEG * q);
+        for (k, design) in designs.iter().enumerate().take(touched) {
+            if k >= first {
+                self.bell.ramp_to(*design);
             }
-            let more = q + 1 < parts;
-            let (head, tail) = buf.split_at_mut(b);
-            let (_, b_next) = if more { bounds(q + 1) } else { (b, b) };
-            let ahead = &tail[..b_next - b];
-            let power = &mut self.power[pos0 + b..pos0 + b_next];
-            let (bell, det) = (&mut self.bell, &mut self.detector);
-            if bell.is_ramping() {
-                cut_and_detect::<true>(bell, &mut head[a..], det, ahead, power);
-            } else {
-                cut_and_detect::<false>(bell, &mut head[a..], det, ahead, power);
-            }
-            // The next segment's bell, decided only now: the envelope above is a long chain
-            // of dependent operations that the processor overlaps with the loop just issued,
-            // and a mispredicted branch on its result would have thrown that loop's work away
-            // had it come first. (Nothing in the loop reads or writes what this reads.)
-            if more && let Some(c) = self.begin_segment() {
-                self.bell.ramp_to(c, SEGMENT);
+            bell_pass::<FMA>(&mut self.bell, &mut buf[start(k)..end(k)]);
+            if k < completed {
+                self.detector.land();
+                self.bell.land();
             }
         }
         // Keep the powers of an unfinished segment at the start of the buffer.
-        let done = pos0 + n - (pos0 + n) % SEG;
-        self.power.copy_within(done..pos0 + n, 0);
-        self.seg_pos = (pos0 + n) % SEG;
+        let done = SEG * completed;
+        self.power.copy_within(done..total, 0);
+        self.seg_pos = total % SEG;
+    }
+
+    /// [`GridProcessor::process_frames`]' body, fused where `FMA`.
+    #[inline(always)]
+    fn process_frames_with<const FMA: bool>(&mut self, buf: &mut [Lanes]) {
+        let settled =
+            !self.log2_freq.is_smoothing() && !self.log2_q.is_smoothing() && !self.detector.ramping;
+        #[cfg(test)]
+        let settled = settled && !tests::INTERLEAVED_ONLY.with(|f| f.get());
+        if settled && self.enable.target() != 0.0 {
+            self.process_passes::<FMA>(buf);
+        } else {
+            self.process_segments::<FMA>(buf);
+        }
+    }
+
+    /// [`Self::process_frames_with`] compiled for AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    fn process_frames_fma(&mut self, buf: &mut [Lanes]) {
+        self.process_frames_with::<true>(buf);
     }
 
     /// Processes a stereo block in place (the shorter length of the two).
@@ -514,66 +909,6 @@ impl DynamicEq {
     }
 }
 
-/// Detector and bell over frames within one segment; `D`/`B`: the detector/bell coefficients
-/// are ramping. Writes each frame's band power `b_L² + b_R²`.
-#[inline(always)]
-fn detect_and_cut<const D: bool, const B: bool>(
-    detector: &mut Section,
-    bell: &mut Section,
-    buf: &mut [Lanes],
-    power: &mut [f64],
-) {
-    let n = buf.len().min(power.len());
-    let (mut det, mut cut) = (detector.begin_run(), bell.begin_run());
-    for (x, p) in buf[..n].iter_mut().zip(power.iter_mut()) {
-        let b = det.process::<D>(*x);
-        *p = b[0] * b[0] + b[1] * b[1];
-        *x = cut.process::<B>(*x);
-    }
-    detector.end_run(&det, n);
-    bell.end_run(&cut, n);
-}
-
-/// The settled detector over `buf`, writing each frame's band power `b_L² + b_R²`.
-#[inline(always)]
-fn detect(detector: &mut Section, buf: &[Lanes], power: &mut [f64]) {
-    let mut det = detector.begin_run();
-    for (x, p) in buf.iter().zip(power.iter_mut()) {
-        let b = det.process::<false>(*x);
-        *p = b[0] * b[0] + b[1] * b[1];
-    }
-    detector.end_run(&det, buf.len().min(power.len()));
-}
-
-/// The bell over frames of one segment (`B`: its coefficients are ramping) and, in the same
-/// loop, the settled detector over the frames `ahead` of the next segment (see [`detect`]).
-#[inline(always)]
-fn cut_and_detect<const B: bool>(
-    bell: &mut Section,
-    buf: &mut [Lanes],
-    detector: &mut Section,
-    ahead: &[Lanes],
-    power: &mut [f64],
-) {
-    let both = buf.len().min(ahead.len()).min(power.len());
-    let (mut cut, mut det) = (bell.begin_run(), detector.begin_run());
-    for ((x, a), p) in buf[..both]
-        .iter_mut()
-        .zip(&ahead[..both])
-        .zip(&mut power[..both])
-    {
-        *x = cut.process::<B>(*x);
-        let b = det.process::<false>(*a);
-        *p = b[0] * b[0] + b[1] * b[1];
-    }
-    for x in buf[both..].iter_mut() {
-        *x = cut.process::<B>(*x);
-    }
-    bell.end_run(&cut, buf.len());
-    detector.end_run(&det, both);
-    detect(detector, &ahead[both..], &mut power[both..]);
-}
-
 impl GridProcessor for DynamicEq {
     fn is_active(&self) -> bool {
         self.active
@@ -584,25 +919,22 @@ impl GridProcessor for DynamicEq {
     }
 
     fn process_frames(&mut self, buf: &mut [Lanes]) {
-        let settled = !self.log2_freq.is_smoothing()
-            && !self.log2_q.is_smoothing()
-            && !self.detector.is_ramping();
-        #[cfg(test)]
-        let settled = settled && !tests::INTERLEAVED_ONLY.with(|f| f.get());
-        if settled && self.enable.target() != 0.0 {
-            self.process_pipelined(buf);
-        } else {
-            self.process_interleaved(buf);
+        #[cfg(target_arch = "x86_64")]
+        if self.use_fma {
+            // SAFETY: `use_fma` is only set when the CPU reports AVX2 and FMA
+            // (`avx2_fma_available`), which is all `process_frames_fma` requires.
+            unsafe { self.process_frames_fma(buf) };
+            return;
         }
+        self.process_frames_with::<false>(buf);
     }
 
     /// Flushes tiny filter states; restarts after a non-finite state or envelope.
     fn end_cell(&mut self) {
-        for s in [&mut self.detector, &mut self.bell] {
-            s.state_mut().flush();
-        }
-        if !self.detector.state().is_finite()
-            || !self.bell.state().is_finite()
+        self.detector.flush();
+        self.bell.flush();
+        if !self.detector.is_finite()
+            || !self.bell.is_finite()
             || !self.mean_square.is_finite()
             || !self.cut_db.is_finite()
         {
@@ -859,6 +1191,42 @@ mod tests {
         let interleaved = render::<DynamicEq>(fs, (&x, &y), 128, &list[0], |n| list[n / 640]);
         INTERLEAVED_ONLY.with(|f| f.set(false));
         assert!(pipelined == interleaved);
+    }
+
+    /// The portable build (no FMA) and the fused one agree within rounding, band moving,
+    /// cutting and releasing, on both processing paths.
+    #[test]
+    fn portable_build_matches_the_fused_one() {
+        let fs = 48_000.0f32;
+        let mut rng = Rng(0xFACE);
+        let mut x = rng.noise(0.3, 9600);
+        for (n, v) in x.iter_mut().enumerate() {
+            *v += (0.5 * (std::f64::consts::TAU * 6500.0 * n as f64 / fs as f64).sin()) as f32;
+        }
+        let moved = DynEqSettings {
+            freq_hz: 4000.0,
+            threshold_db: -45.0,
+            ..on()
+        };
+        let run = |fma: bool| {
+            let mut p = DynamicEq::new(fs);
+            p.use_fma = fma && avx2_fma_available();
+            p.set_settings(&on());
+            p.reset();
+            let (mut l, mut r) = (x.clone(), x.clone());
+            for (k, (cl, cr)) in l.chunks_mut(100).zip(r.chunks_mut(100)).enumerate() {
+                p.set_settings(&if k < 40 { on() } else { moved });
+                p.process(cl, cr);
+            }
+            l
+        };
+        let (portable, fused) = (run(false), run(true));
+        let err = portable
+            .iter()
+            .zip(&fused)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err < 1.0e-5, "portable vs fused: {err}");
+        assert!(portable.iter().zip(&x).any(|(a, b)| a != b));
     }
 
     /// NaN and ±Inf: finite output, identical to feeding silence instead.
