@@ -25,7 +25,10 @@ use stembus_dsp::offline::{MasterRender, StemMix, render_stems};
 use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
-use crate::measure::{Measurement, measure};
+use crate::measure::{Measurement, Measurer};
+
+/// Finished master blocks (10 ms each) that may wait for the meter thread.
+const MEASURE_QUEUE_BLOCKS: usize = 256;
 
 /// The search stops when the integrated loudness is this close to the target, LU.
 pub const LOUDNESS_TOLERANCE_LU: f32 = 0.05;
@@ -150,15 +153,17 @@ pub fn render_stem_mix(input: &RenderInput, settings: &EngineSettings) -> StemMi
     )
 }
 
-/// Runs the engine once over the whole input: the master stage over `mix` (from
-/// [`render_stem_mix`] with the same stem settings), which gives to the bit what
-/// [`Engine::process`](stembus_dsp::engine::Engine::process) gives for the whole song.
+/// Runs the master stage over `mix` (from [`render_stem_mix`] with the same stem settings),
+/// which gives to the bit what [`Engine::process`](stembus_dsp::engine::Engine::process)
+/// gives for the whole song, and measures the result. The measurement runs on a second
+/// thread, block by block as the master is rendered (it is the same to the bit however the
+/// signal is cut, see [`Measurer`]), so a pass takes about as long as the slower of the two.
 pub fn run_pass(
     input: &RenderInput,
     mix: &StemMix,
     settings: &EngineSettings,
     bar: &ProgressBar,
-) -> PassOutput {
+) -> (PassOutput, Measurement) {
     let sr = input.sample_rate;
     let block = (sr / 100).max(1) as usize;
     let num_slots = input.slots.len().clamp(1, MAX_STEMS);
@@ -175,36 +180,59 @@ pub fn run_pass(
     let mut gr_series = Vec::with_capacity(input.frames / series_len + 1);
     let (mut gr_max, mut gr_sum, mut gr_count, mut series_max) = (0.0f32, 0.0f64, 0u64, 0.0f32);
     let mut next_boundary = series_len;
-    let mut start = 0;
-    while start < total {
-        let end = (start + block).min(total);
-        let key = mix
-            .key
-            .as_ref()
-            .map(|[l, r]| [sub(l, start, end), sub(r, start, end)]);
-        master.process(&mut left[start..end], &mut right[start..end], key);
-        let block_max = master.take_max_limiter_gain_reduction_db().max(0.0);
-        if end > latency {
-            // Gain reduction of audio that ends up in the master (the first `latency` frames
-            // out of the engine are its start-up delay).
-            let current = master.limiter_gain_reduction_db().max(0.0);
-            gr_max = gr_max.max(block_max);
-            gr_sum += f64::from(current);
-            gr_count += 1;
-            series_max = series_max.max(block_max);
-            let out_end = end - latency;
-            while out_end >= next_boundary && next_boundary <= input.frames {
-                gr_series.push(series_max);
-                series_max = 0.0;
-                next_boundary += series_len;
+    // The unprocessed rest of the buffers; each finished block is handed to the meter.
+    let (mut rest_l, mut rest_r) = (&mut left[..], &mut right[..]);
+    let measurement = std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(&[f32], &[f32])>(MEASURE_QUEUE_BLOCKS);
+        let meter = scope.spawn(move || {
+            let mut m = Measurer::new(sr, true, input.frames);
+            for (l, r) in rx {
+                m.push(l, Some(r));
             }
+            m.finish()
+        });
+        let mut start = 0;
+        while start < total {
+            let end = (start + block).min(total);
+            let (bl, tl) = std::mem::take(&mut rest_l).split_at_mut(end - start);
+            let (br, tr) = std::mem::take(&mut rest_r).split_at_mut(end - start);
+            (rest_l, rest_r) = (tl, tr);
+            let key = mix
+                .key
+                .as_ref()
+                .map(|[l, r]| [sub(l, start, end), sub(r, start, end)]);
+            master.process(bl, br, key);
+            let block_max = master.take_max_limiter_gain_reduction_db().max(0.0);
+            if end > latency {
+                // Gain reduction of audio that ends up in the master (the first `latency`
+                // frames out of the engine are its start-up delay).
+                let current = master.limiter_gain_reduction_db().max(0.0);
+                gr_max = gr_max.max(block_max);
+                gr_sum += f64::from(current);
+                gr_count += 1;
+                series_max = series_max.max(block_max);
+                let out_end = end - latency;
+                while out_end >= next_boundary && next_boundary <= input.frames {
+                    gr_series.push(series_max);
+                    series_max = 0.0;
+                    next_boundary += series_len;
+                }
+                let skip = latency.saturating_sub(start);
+                let (bl, br): (&[f32], &[f32]) = (bl, br);
+                // The meter only stops early by panicking, which `join` reports below.
+                let _ = tx.send((&bl[skip..], &br[skip..]));
+            }
+            bar.inc((end - start) as u64);
+            start = end;
         }
-        bar.inc((end - start) as u64);
-        start = end;
-    }
+        drop(tx);
+        meter
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    });
     left.drain(..latency);
     right.drain(..latency);
-    PassOutput {
+    let pass = PassOutput {
         left,
         right,
         gr_max_db: gr_max,
@@ -214,7 +242,8 @@ pub fn run_pass(
             0.0
         },
         gr_series_db: gr_series,
-    }
+    };
+    (pass, measurement)
 }
 
 /// Renders one master, searching the drive for `objective`. `label` names the master in the
@@ -244,8 +273,7 @@ pub fn render_master(
         passes += 1;
         settings.master.drive_db = drive;
         bar.set_message(format!("{label}: pass {passes}, drive {drive:+.2} dB"));
-        let pass = run_pass(input, &mix, &settings, bar);
-        let measurement = measure(&pass.left, Some(&pass.right), input.sample_rate);
+        let (pass, measurement) = run_pass(input, &mix, &settings, bar);
         if let (Some(ceiling), Some(tp)) = (ceiling_dbtp, measurement.true_peak_dbtp)
             && tp > ceiling
         {

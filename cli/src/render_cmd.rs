@@ -511,36 +511,49 @@ fn write_master(
     let (left, right) = (&master.pass.left, &master.pass.right);
     let frames = left.len().min(right.len());
     // Measure what the file holds (after dither and rounding), as `analyze` would: the
-    // quantised values go to the meters block by block as they are written (a float file holds
-    // the master as it is, measured already).
-    let mut meter = (format != OutputFormat::Float32).then(|| Measurer::new(rate, true, frames));
-    write_atomic_with(&job.output, |file| {
-        file.write_all(&wav_header(frames, rate, format))?;
-        let mut encoder = Encoder::new(format);
-        let mut bytes = Vec::with_capacity(WRITE_BLOCK_FRAMES * 8);
-        let mut decoded = [
-            Vec::with_capacity(WRITE_BLOCK_FRAMES),
-            Vec::with_capacity(WRITE_BLOCK_FRAMES),
-        ];
-        for (l, r) in left[..frames]
-            .chunks(WRITE_BLOCK_FRAMES)
-            .zip(right[..frames].chunks(WRITE_BLOCK_FRAMES))
-        {
-            bytes.clear();
-            decoded[0].clear();
-            decoded[1].clear();
-            encoder.encode(l, r, &mut bytes, meter.is_some().then_some(&mut decoded));
-            file.write_all(&bytes)?;
-            if let Some(m) = &mut meter {
-                m.push(&decoded[0], Some(&decoded[1]));
+    // quantised values go block by block, as they are written, to a meter on a second thread
+    // (a float file holds the master as it is, measured already).
+    let quantised = format != OutputFormat::Float32;
+    let measured = std::thread::scope(|scope| -> Result<Measurement> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<[Vec<f32>; 2]>(4);
+        let meter = quantised.then(|| {
+            scope.spawn(move || {
+                let mut m = Measurer::new(rate, true, frames);
+                for [l, r] in rx {
+                    m.push(&l, Some(&r));
+                }
+                m.finish()
+            })
+        });
+        let written = write_atomic_with(&job.output, |file| {
+            file.write_all(&wav_header(frames, rate, format))?;
+            let mut encoder = Encoder::new(format);
+            let mut bytes = Vec::with_capacity(WRITE_BLOCK_FRAMES * 8);
+            for (l, r) in left[..frames]
+                .chunks(WRITE_BLOCK_FRAMES)
+                .zip(right[..frames].chunks(WRITE_BLOCK_FRAMES))
+            {
+                bytes.clear();
+                let mut decoded =
+                    quantised.then(|| [Vec::with_capacity(l.len()), Vec::with_capacity(r.len())]);
+                encoder.encode(l, r, &mut bytes, decoded.as_mut());
+                file.write_all(&bytes)?;
+                if let Some(decoded) = decoded {
+                    // The meter only stops early by panicking, which `join` reports below.
+                    let _ = tx.send(decoded);
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        });
+        drop(tx);
+        let measured = match meter {
+            Some(m) => m
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => master.measurement.clone(),
+        };
+        written.map(|()| measured)
     })?;
-    let measured: Measurement = match meter {
-        Some(m) => m.finish(),
-        None => master.measurement.clone(),
-    };
     let duration_s = master.pass.left.len() as f64 / f64::from(rate);
     if let Some(plot) = &job.plot {
         write_plot(
