@@ -526,7 +526,10 @@ impl KLanes8 {
         #[cfg(target_arch = "x86_64")]
         if FMA {
             // SAFETY: the caller guarantees AVX2 and FMA.
-            return unsafe { simd::k_weight_8(self, k, x) };
+            unsafe {
+                simd::k_weight_8(self, k, x);
+                return simd::raw_sums_8(x);
+            }
         }
         let (mut sq, mut cross) = ([0.0f32; 8], [0.0f32; 8]);
         for xn in x {
@@ -540,59 +543,45 @@ impl KLanes8 {
         (sq, cross)
     }
 
-    /// [`Self::process_with_sums`] of two groups of lanes over frames of equal length, in one
-    /// loop (each recursion is bound by its latency; two side by side fill the pipelines).
-    ///
-    /// # Safety
-    /// With `FMA`, the CPU must support AVX2 and FMA ([`avx2_fma_available`](crate::util::avx2_fma_available)).
-    #[inline(always)]
-    pub(crate) unsafe fn process_pair_with_sums<const FMA: bool>(
-        pair: [&mut Self; 2],
-        k: &KWeighting,
-        x: [&[[f32; 8]]; 2],
-    ) -> [([f32; 8], [f32; 8]); 2] {
-        #[cfg(target_arch = "x86_64")]
-        if FMA && x[0].len() == x[1].len() {
-            // SAFETY: the caller guarantees AVX2 and FMA.
-            return unsafe { simd::k_weight_8x2(pair, k, x) };
-        }
-        let [a, b] = pair;
-        // SAFETY: forwarded.
-        unsafe {
-            [
-                a.process_with_sums::<FMA>(k, x[0]),
-                b.process_with_sums::<FMA>(k, x[1]),
-            ]
-        }
-    }
-
     /// Ends a tick: each lane's K-weighted energy `g²·Σz²` (see [`KLanes::take_tick`]; NaN
-    /// for a lane that went non-finite and was restarted).
+    /// for a lane that went non-finite and was restarted). Written lane-parallel (masks, no
+    /// per-lane branches) so that it compiles to a few vector operations where inlined
+    /// into the AVX2 build.
+    #[inline]
     pub(crate) fn take_tick(&mut self, k: &KWeighting) -> [f64; 8] {
         let g2 = k.high_pass.b[0] * k.high_pass.b[0];
-        let mut out = [0.0f64; 8];
-        for (l, e) in out.iter_mut().enumerate() {
-            let mut v = [
-                &mut self.x1[l],
-                &mut self.x2[l],
-                &mut self.y1[l],
-                &mut self.y2[l],
-                &mut self.z1[l],
-                &mut self.z2[l],
-            ];
-            let finite = v.iter().all(|s| s.is_finite()) && self.acc[l].is_finite();
-            for s in v.iter_mut() {
-                if !finite || f64::from(s.abs()) < STATE_FLUSH {
-                    **s = 0.0;
+        let mut finite = [true; 8];
+        for v in [
+            &self.x1, &self.x2, &self.y1, &self.y2, &self.z1, &self.z2, &self.acc,
+        ] {
+            for (f, s) in finite.iter_mut().zip(v) {
+                *f &= s.is_finite();
+            }
+        }
+        for v in [
+            &mut self.x1,
+            &mut self.x2,
+            &mut self.y1,
+            &mut self.y2,
+            &mut self.z1,
+            &mut self.z2,
+        ] {
+            for (s, &f) in v.iter_mut().zip(&finite) {
+                // `f64::from(|s|) < 10⁻³⁰` and `|s| < 10⁻³⁰` rounded to f32 agree: no f32
+                // lies between the two.
+                if !f || s.abs() < STATE_FLUSH as f32 {
+                    *s = 0.0;
                 }
             }
-            *e = if finite {
+        }
+        let out = std::array::from_fn(|l| {
+            if finite[l] {
                 f64::from(self.acc[l]) * g2
             } else {
                 f64::NAN
-            };
-            self.acc[l] = 0.0;
-        }
+            }
+        });
+        self.acc = [0.0; 8];
         out
     }
 }
@@ -638,26 +627,104 @@ mod simd {
         };
     }
 
-    /// Two groups of eight `f32` lanes, interleaved; `x[0]`, `x[1]` of equal length.
+    /// [`KLanes8::process`]: eight `f32` lanes in one 256-bit register.
+    ///
+    /// Written so that the loop keeps only the recursion state (5 vectors) and the seven
+    /// coefficients in registers: the inputs `x[n−1]`, `x[n−2]` are read again from the
+    /// frames (memory operands of the multiply-adds), the raw sums are a loop of their own
+    /// ([`raw_sums_8`]; with them inside, the state spilled to the stack every frame), and
+    /// the loop is unrolled by two frames so that the outputs change roles (`y[n−1]` ↔
+    /// `y[n−2]`) without register moves. Same operations in the same order as the portable
+    /// loop (with fused multiply-adds).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn k_weight_8x2(
-        pair: [&mut KLanes8; 2],
-        k: &KWeighting,
-        x: [&[[f32; 8]]; 2],
-    ) -> [([f32; 8], [f32; 8]); 2] {
-        k_weight_groups(pair, k, x)
+    pub(super) fn k_weight_8(lanes: &mut KLanes8, k: &KWeighting, x: &[[f32; 8]]) {
+        let c = super::coeffs_f32(k);
+        let s = _mm256_set1_ps;
+        let c = Coeffs8 {
+            b0: s(c[0]),
+            b1: s(c[1]),
+            b2: s(c[2]),
+            na1: s(-c[3]),
+            na2: s(-c[4]),
+            nc1: s(-c[5]),
+            nc2: s(-c[6]),
+        };
+        let n = x.len();
+        let (mut y1, mut y2) = (ld(&lanes.y1), ld(&lanes.y2));
+        let (mut z1, mut z2) = (ld(&lanes.z1), ld(&lanes.z2));
+        let mut acc = ld(&lanes.acc);
+        // The first two frames take their predecessors from the state.
+        let head = n.min(2);
+        for i in 0..head {
+            let x0 = ld(&x[i]);
+            let (x1, x2) = if i == 0 {
+                (ld(&lanes.x1), ld(&lanes.x2))
+            } else {
+                (ld(&x[0]), ld(&lanes.x1))
+            };
+            let (y, z) = step(&c, [x0, x1, x2], y1, y2, z1, z2, &mut acc);
+            (y2, y1, z2, z1) = (y1, y, z1, z);
+        }
+        // Then two frames per step, every input read from the frames: windows of four
+        // frames `x[i−2 ..= i+1]` starting at even offsets.
+        let body = &x[head.min(n).saturating_sub(2)..];
+        let mut chunks = body.windows(4).step_by(2);
+        let mut done = head;
+        if n >= 2 {
+            for w in &mut chunks {
+                let [xd, xc, xb, xa] = [&w[0], &w[1], &w[2], &w[3]].map(ld);
+                let (ya, za) = step(&c, [xb, xc, xd], y1, y2, z1, z2, &mut acc);
+                let (yb, zb) = step(&c, [xa, xb, xc], ya, y1, za, z1, &mut acc);
+                (y2, y1, z2, z1) = (ya, yb, za, zb);
+                done += 2;
+            }
+        }
+        if done < n {
+            let [x0, x1, x2] = [done, done - 1, done - 2].map(|j| ld(&x[j]));
+            let (y, z) = step(&c, [x0, x1, x2], y1, y2, z1, z2, &mut acc);
+            (y2, y1, z2, z1) = (y1, y, z1, z);
+        }
+        let (x1, x2) = match n {
+            0 => (lanes.x1, lanes.x2),
+            1 => (x[0], lanes.x1),
+            _ => (x[n - 1], x[n - 2]),
+        };
+        *lanes = KLanes8 {
+            x1,
+            x2,
+            y1: st(y1),
+            y2: st(y2),
+            z1: st(z1),
+            z2: st(z2),
+            acc: st(acc),
+        };
     }
 
-    /// Eight `f32` lanes in one 256-bit register; also returns `Σx²` and `Σ x·x'` per lane
-    /// (see [`KLanes8::process_with_sums`]).
+    /// `Σx²` and `Σ x·x'` per lane over the frames `x` (see
+    /// [`KLanes8::process_with_sums`]), even and odd frames in separate accumulators (two
+    /// independent chains of multiply-adds per sum).
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn k_weight_8(
-        lanes: &mut KLanes8,
-        k: &KWeighting,
-        x: &[[f32; 8]],
-    ) -> ([f32; 8], [f32; 8]) {
-        let [out] = k_weight_groups([lanes], k, [x]);
-        out
+    pub(super) fn raw_sums_8(x: &[[f32; 8]]) -> ([f32; 8], [f32; 8]) {
+        let z = _mm256_setzero_ps();
+        let (mut sq, mut cross) = ([z; 2], [z; 2]);
+        let pairs = x.chunks_exact(2);
+        let rest = pairs.remainder();
+        for p in pairs {
+            for (h, f) in p.iter().enumerate() {
+                let v = ld(f);
+                sq[h] = _mm256_fmadd_ps(v, v, sq[h]);
+                cross[h] = _mm256_fmadd_ps(v, _mm256_permute_ps::<0b1011_0001>(v), cross[h]);
+            }
+        }
+        for f in rest {
+            let v = ld(f);
+            sq[0] = _mm256_fmadd_ps(v, v, sq[0]);
+            cross[0] = _mm256_fmadd_ps(v, _mm256_permute_ps::<0b1011_0001>(v), cross[0]);
+        }
+        (
+            st(_mm256_add_ps(sq[0], sq[1])),
+            st(_mm256_add_ps(cross[0], cross[1])),
+        )
     }
 
     /// The K-weighting coefficients broadcast to eight lanes: `b0, b1, b2, −a1, −a2, −c1,
@@ -688,9 +755,9 @@ mod simd {
         out
     }
 
-    /// One frame of one group: the shelf output `y` and high-pass output `z` from the input
-    /// `x0` and its two predecessors, the outputs before (`y1, y2, z1, z2`); adds `z²` to
-    /// `acc`. The operations and their order are those of [`KLanes8::process`].
+    /// One frame: the shelf output `y` and high-pass output `z` from the input `x0` and its
+    /// two predecessors, the outputs before (`y1, y2, z1, z2`); adds `z²` to `acc`. The
+    /// operations and their order are those of [`KLanes8::process`].
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn step(
@@ -711,106 +778,6 @@ mod simd {
             *acc = _mm256_fmadd_ps(z, z, *acc);
             (y, z)
         }
-    }
-
-    /// `G` groups of eight `f32` lanes side by side (each recursion is bound by its
-    /// latency; several in one loop fill the pipelines), with the raw sums `Σx²`, `Σ x·x'`.
-    ///
-    /// Written so that the loop keeps only the recursion state and the sums in registers
-    /// (5 + 2 vectors per group): the inputs `x[n−1]`, `x[n−2]` are read again from the
-    /// frames, and the loop is unrolled by two frames so that the outputs change roles
-    /// (`y[n−1]` ↔ `y[n−2]`) without register moves. Same operations in the same order as
-    /// [`KLanes8::process`], so the results are bit-identical to the straightforward loop.
-    #[inline(always)]
-    fn k_weight_groups<const G: usize>(
-        lanes: [&mut KLanes8; G],
-        k: &KWeighting,
-        x: [&[[f32; 8]]; G],
-    ) -> [([f32; 8], [f32; 8]); G] {
-        let c = super::coeffs_f32(k);
-        // SAFETY: only called from AVX2 + FMA code.
-        let s = |v: f32| unsafe { _mm256_set1_ps(v) };
-        let c = Coeffs8 {
-            b0: s(c[0]),
-            b1: s(c[1]),
-            b2: s(c[2]),
-            na1: s(-c[3]),
-            na2: s(-c[4]),
-            nc1: s(-c[5]),
-            nc2: s(-c[6]),
-        };
-        let n = x.iter().map(|x| x.len()).min().unwrap_or(0);
-        let x: [&[[f32; 8]]; G] = std::array::from_fn(|g| &x[g][..n]);
-        let mut y1: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].y1));
-        let mut y2: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].y2));
-        let mut z1: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].z1));
-        let mut z2: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].z2));
-        let mut acc: [__m256; G] = std::array::from_fn(|g| ld(&lanes[g].acc));
-        // SAFETY: only called from AVX2 code.
-        let zero = unsafe { _mm256_setzero_ps() };
-        let (mut sq, mut cross) = ([zero; G], [zero; G]);
-        let sums = |sq: &mut __m256, cross: &mut __m256, x0: __m256| {
-            // SAFETY: only called from AVX2 + FMA code.
-            unsafe {
-                *sq = _mm256_fmadd_ps(x0, x0, *sq);
-                *cross = _mm256_fmadd_ps(x0, _mm256_permute_ps::<0b1011_0001>(x0), *cross);
-            }
-        };
-        // The first two frames take their predecessors from the state.
-        let head = n.min(2);
-        for i in 0..head {
-            for g in 0..G {
-                let x0 = ld(&x[g][i]);
-                let (x1, x2) = if i == 0 {
-                    (ld(&lanes[g].x1), ld(&lanes[g].x2))
-                } else {
-                    (ld(&x[g][0]), ld(&lanes[g].x1))
-                };
-                sums(&mut sq[g], &mut cross[g], x0);
-                let (y, z) = step(&c, [x0, x1, x2], y1[g], y2[g], z1[g], z2[g], &mut acc[g]);
-                (y2[g], y1[g], z2[g], z1[g]) = (y1[g], y, z1[g], z);
-            }
-        }
-        // Then two frames per step, every input read from the frames.
-        let mut i = head;
-        while i + 2 <= n {
-            for g in 0..G {
-                let [xa, xb, xc, xd] = [i + 1, i, i - 1, i - 2].map(|j| ld(&x[g][j]));
-                sums(&mut sq[g], &mut cross[g], xb);
-                let (ya, za) = step(&c, [xb, xc, xd], y1[g], y2[g], z1[g], z2[g], &mut acc[g]);
-                sums(&mut sq[g], &mut cross[g], xa);
-                let (yb, zb) = step(&c, [xa, xb, xc], ya, y1[g], za, z1[g], &mut acc[g]);
-                (y2[g], y1[g], z2[g], z1[g]) = (ya, yb, za, zb);
-            }
-            i += 2;
-        }
-        if i < n {
-            for g in 0..G {
-                let [x0, x1, x2] = [i, i - 1, i - 2].map(|j| ld(&x[g][j]));
-                sums(&mut sq[g], &mut cross[g], x0);
-                let (y, z) = step(&c, [x0, x1, x2], y1[g], y2[g], z1[g], z2[g], &mut acc[g]);
-                (y2[g], y1[g], z2[g], z1[g]) = (y1[g], y, z1[g], z);
-            }
-        }
-        let mut out = [([0.0f32; 8], [0.0f32; 8]); G];
-        for (g, l) in lanes.into_iter().enumerate() {
-            let (x1, x2) = match n {
-                0 => (l.x1, l.x2),
-                1 => (x[g][0], l.x1),
-                _ => (x[g][n - 1], x[g][n - 2]),
-            };
-            *l = KLanes8 {
-                x1,
-                x2,
-                y1: st(y1[g]),
-                y2: st(y2[g]),
-                z1: st(z1[g]),
-                z2: st(z2[g]),
-                acc: st(acc[g]),
-            };
-            out[g] = (st(sq[g]), st(cross[g]));
-        }
-        out
     }
 }
 

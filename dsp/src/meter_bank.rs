@@ -12,22 +12,23 @@
 //! `f32` vector holds left and right of four stems, so eight stems take two vectors per frame
 //! and nothing needs a horizontal reduction:
 //!
-//! - sample peaks, the input check (finite, `|x| ≤ 10⁶`) and the true-peak bound statistics
-//!   (`max|x|`, `max|Δx|`, `max|Δ²x|` per sub-block of 16 frames) and the bounds themselves
-//!   (see `TruePeakFir` in [`crate::meters`]);
+//! - in the pass that transposes (and copies each channel after its history, for the FIR):
+//!   sample peaks, the input check (finite, `|x| ≤ 10⁶`) and the true-peak bound statistics
+//!   (`max|x|`, `max|Δx|`, `max|Δ²x|` per sub-block of 16 frames, as integer maxima of the
+//!   magnitudes' bit patterns, so that NaN is kept and one compare per sub-block does the
+//!   check) and the bounds themselves (see `TruePeakFir` in [`crate::meters`]);
 //! - K-weighting (BS.1770-4) in `f32` (`KLanes8`: within 0.003 dB of the `f64` filter of a
-//!   `MeterSet`, see its doc) and, in the same pass, the raw `Σl², Σr², Σl·r` of each tick
-//!   segment (the products `l·r` from the vector times itself with neighbouring lanes
-//!   swapped).
+//!   `MeterSet`, see its doc) and, per tick segment, the raw `Σl², Σr², Σl·r` (the products
+//!   `l·r` from the vector times itself with neighbouring lanes swapped).
 //!
-//! The true-peak FIR runs per channel on the samples themselves, for the sub-blocks whose
-//! bound exceeds the maximum held so far. All stems share the sample rate and the start, so
+//! The true-peak FIR runs per channel, on windows read in place from the channel copies, for
+//! the sub-blocks whose bound exceeds the maximum held so far (the candidates of all lanes of
+//! a group found by one compare per sub-block). All stems share the sample rate and the start, so
 //! their 5 ms ticks fall on the same frames and a block is cut into the same segments for all
 //! of them.
 //!
 //! On x86_64 with AVX2 and FMA (detected once, in `new`) the inner loops run as AVX2 + FMA
-//! code (the two K-weighting vectors of eight stems in one loop, so that their recursions,
-//! each bound by its latency, overlap); elsewhere the portable code runs, with the same
+//! code; elsewhere the portable code runs, with the same
 //! results to float rounding. Nothing allocates after `new`; any block size gives the same
 //! readings but for the rounding of the RMS / correlation sums (the K-weighted squares are
 //! summed per tick in the filter state).
@@ -38,13 +39,16 @@
 //! white noise and ≈ 37 ns for dense limited noise (where the true-peak FIR runs almost
 //! everywhere), against ≈ 90–100 ns for eight `MeterSet`s before this bank. Roughly a third is
 //! the true-peak FIR (material-dependent), a fifth the K-weighting, the rest the statistics,
-//! the transposition and the 5 ms / 100 ms bookkeeping of each stem.
+//! the transposition and the 5 ms / 100 ms bookkeeping of each stem. Session 3 (fused
+//! transpose + statistics, a spill-free K-weighting loop with the raw sums apart, windows in
+//! place, grouped skip tests) took ≈ 13 % of the instructions off (callgrind, engine
+//! material: 237 → 206 per frame for eight stems, 94 → 81 for the bus bank of three).
 
 use crate::MAX_STEMS;
 use crate::loudness::{KLanes8, KWeighting, LoudnessMeter};
 use crate::meters::{
-    HIST, MeterReading, MeterState, PIECE, PublishedMeters, SUB, SUBS, TruePeakFir, true_peak_of,
-    update_history,
+    HIST, MeterReading, MeterState, PIECE, PublishedMeters, SUB, SUBS, TruePeakFir, WINDOW,
+    window_max,
 };
 use crate::util::{MAX_INPUT, avx2_fma_available, sanitize};
 
@@ -60,6 +64,9 @@ const LANES: usize = 2 * STEMS_PER_GROUP;
 /// One frame of a group: its channels side by side.
 type Frame = [f32; LANES];
 
+/// One channel's samples: the last [`HIST`] before the piece, then the piece.
+type Chan = [f32; HIST + PIECE];
+
 /// Silence, for the stems a block does not give.
 static SILENCE: [f32; PIECE] = [0.0; PIECE];
 
@@ -69,8 +76,10 @@ pub struct StemMeterBank {
     num_stems: usize,
     /// Per stem: everything measured and its publication, `[num_stems]`.
     stems: Box<[MeterState]>,
-    /// Per channel (stem `s` left at `2s`, right at `2s + 1`): its last [`HIST`] samples.
-    hist: Box<[[f32; HIST]; 2 * MAX_STEMS]>,
+    /// Per channel (stem `s` left at `2s`, right at `2s + 1`): its last [`HIST`] samples
+    /// before the piece, then the piece (copied by [`Group::load`]), so that every
+    /// sub-block's true-peak window is one contiguous slice.
+    chans: Box<[Chan; 2 * MAX_STEMS]>,
     /// Per group of four stems: the lane-major piece and what is taken from it.
     groups: Box<[Group; GROUPS]>,
     /// Sanitised copies of the channels of a piece that held bad samples.
@@ -138,19 +147,61 @@ impl Group {
         }
     }
 
-    /// Takes the statistics of the piece of `len` frames in `frames` (after `prev` and
-    /// `hist_stats`): `peaks`, `bounds`, `last_stats`. False if a sample is NaN, ±Inf or
-    /// beyond ±`MAX_INPUT`. Changes nothing that outlives the piece (it may run twice).
+    /// Copies `len` (1..=[`PIECE`]) frames of the channels `src` into `frames` lane-major
+    /// and into the pieces of `bufs` (after their histories), and takes their statistics
+    /// (after `prev` and `hist_stats`): `peaks`, `bounds`, `last_stats`. False if a sample
+    /// is NaN, ±Inf or beyond ±`MAX_INPUT`. Changes nothing that outlives the piece (it may
+    /// run twice).
     ///
     /// # Safety
     /// With `FMA`, the CPU must support AVX2 and FMA.
     #[inline(always)]
-    unsafe fn measure<const FMA: bool>(&mut self, fir: &TruePeakFir, len: usize) -> bool {
+    unsafe fn load<const FMA: bool>(
+        &mut self,
+        fir: &TruePeakFir,
+        src: &[&[f32]; LANES],
+        bufs: &mut [Chan; LANES],
+        len: usize,
+    ) -> bool {
         #[cfg(target_arch = "x86_64")]
         if FMA {
             // SAFETY: the caller guarantees AVX2 and FMA.
-            return unsafe { simd::measure(self, fir, len) };
+            return unsafe { simd::load(self, fir, src, bufs, len) };
         }
+        for (buf, x) in bufs.iter_mut().zip(src) {
+            buf[HIST..HIST + len].copy_from_slice(&x[..len]);
+        }
+        for (n, f) in self.frames[..len].iter_mut().enumerate() {
+            for (c, v) in f.iter_mut().enumerate() {
+                *v = bufs[c][HIST + n];
+            }
+        }
+        self.measure(fir, len)
+    }
+
+    /// Bit `8k + l` set: the true-peak bound of sub-block `k` (< `subs`) in lane `l`
+    /// exceeds `held[l]`.
+    ///
+    /// # Safety
+    /// With `FMA`, the CPU must support AVX2 and FMA.
+    #[inline(always)]
+    unsafe fn above<const FMA: bool>(&self, subs: usize, held: &Frame) -> u64 {
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            // SAFETY: the caller guarantees AVX2 and FMA.
+            return unsafe { simd::above(&self.bounds[..subs], held) };
+        }
+        let mut bits = 0u64;
+        for (k, b) in self.bounds[..subs].iter().enumerate() {
+            for l in 0..LANES {
+                bits |= u64::from(b[l] > held[l]) << (LANES * k + l);
+            }
+        }
+        bits
+    }
+
+    /// The statistics part of [`Self::load`] (portable), on the frames already in `frames`.
+    fn measure(&mut self, fir: &TruePeakFir, len: usize) -> bool {
         let [mut x1, mut x2] = [self.prev[1], self.prev[0]];
         let mut ok = true;
         let mut before = self.hist_stats;
@@ -207,7 +258,7 @@ impl StemMeterBank {
         Self {
             num_stems,
             stems,
-            hist: Box::new([[0.0; HIST]; 2 * MAX_STEMS]),
+            chans: Box::new([[0.0; HIST + PIECE]; 2 * MAX_STEMS]),
             groups: Box::new(std::array::from_fn(|_| Group::new())),
             scratch: Box::new([[0.0; PIECE]; 2 * MAX_STEMS]),
             k,
@@ -226,7 +277,7 @@ impl StemMeterBank {
         for s in self.stems.iter_mut() {
             s.reset();
         }
-        *self.hist = [[0.0; HIST]; 2 * MAX_STEMS];
+        *self.chans = [[0.0; HIST + PIECE]; 2 * MAX_STEMS];
         for g in self.groups.iter_mut() {
             *g = Group::new();
         }
@@ -280,7 +331,7 @@ impl StemMeterBank {
         let Self {
             num_stems,
             stems: states,
-            hist,
+            chans,
             groups,
             scratch,
             k,
@@ -289,6 +340,7 @@ impl StemMeterBank {
         } = self;
         let num_stems = *num_stems;
         let used_groups = num_stems.div_ceil(STEMS_PER_GROUP);
+        let (chan_groups, _) = chans.as_chunks_mut::<LANES>();
         let mut pos = 0;
         while pos < n {
             let len = (n - pos).min(PIECE);
@@ -298,20 +350,22 @@ impl StemMeterBank {
                 src[2 * s + 1] = &r[pos..pos + len];
             }
 
-            // Transpose, check, statistics and bounds, per group.
+            // Copy, transpose, check, statistics and bounds, per group.
             let mut bad = [false; GROUPS];
-            for (g, group) in groups[..used_groups].iter_mut().enumerate() {
-                let chans: &[&[f32]; LANES] = src[g * LANES..(g + 1) * LANES]
-                    .try_into()
-                    .expect("LANES channels");
-                // SAFETY (here and below): forwarded.
-                unsafe { transpose::<FMA>(chans, len, &mut group.frames) };
-                bad[g] = !unsafe { group.measure::<FMA>(fir, len) };
+            for (g, (group, bufs)) in groups.iter_mut().zip(chan_groups.iter_mut()).enumerate() {
+                if g < used_groups {
+                    let x: &[&[f32]; LANES] = src[g * LANES..(g + 1) * LANES]
+                        .try_into()
+                        .expect("LANES channels");
+                    // SAFETY (here and below): forwarded.
+                    bad[g] = !unsafe { group.load::<FMA>(fir, x, bufs, len) };
+                }
             }
             if bad.iter().any(|&b| b) {
                 // Slow path: sanitised copies of the bad groups' channels.
                 let (scratch_groups, _) = scratch.as_chunks_mut::<LANES>();
-                for (g, (group, copies)) in groups.iter_mut().zip(scratch_groups).enumerate() {
+                let all = groups.iter_mut().zip(chan_groups.iter_mut());
+                for (g, ((group, bufs), copies)) in all.zip(scratch_groups).enumerate() {
                     if !bad[g] {
                         continue;
                     }
@@ -321,30 +375,48 @@ impl StemMeterBank {
                         }
                         src[g * LANES + c] = &copy[..len];
                     }
-                    let chans: &[&[f32]; LANES] = src[g * LANES..(g + 1) * LANES]
+                    let x: &[&[f32]; LANES] = src[g * LANES..(g + 1) * LANES]
                         .try_into()
                         .expect("LANES channels");
-                    unsafe {
-                        transpose::<FMA>(chans, len, &mut group.frames);
-                        group.measure::<FMA>(fir, len);
-                    }
+                    unsafe { group.load::<FMA>(fir, x, bufs, len) };
                 }
             }
 
-            // Sample and true peaks, per stem.
-            for (s, state) in states.iter_mut().enumerate() {
-                let group = &groups[s / STEMS_PER_GROUP];
-                let lane = 2 * (s % STEMS_PER_GROUP);
-                let peaks = [group.peaks[lane], group.peaks[lane + 1]];
-                state.add_sample_peaks(peaks);
-                let mut held = state.true_peak.max(peaks[0]).max(peaks[1]);
-                for c in 0..2 {
-                    let bound = |sub: usize| group.bounds[sub][lane + c];
-                    held = unsafe {
-                        true_peak_of::<FMA>(fir, &hist[2 * s + c], src[2 * s + c], bound, held)
-                    };
+            // Sample and true peaks, per stem. The FIR runs for the sub-blocks whose bound
+            // exceeds the maximum held so far (the exact skip test of `TruePeakFir`); the
+            // candidates of a whole group are found at once, against the maxima held before
+            // the piece's FIR, and each is tested again against the maximum as it rises.
+            let subs = len.div_ceil(SUB);
+            let all = groups.iter().zip(chan_groups.iter()).take(used_groups);
+            for ((group, bufs), states) in all.zip(states.chunks_mut(STEMS_PER_GROUP)) {
+                let mut held = [0.0f32; LANES];
+                for (i, state) in states.iter_mut().enumerate() {
+                    let peaks = [group.peaks[2 * i], group.peaks[2 * i + 1]];
+                    state.add_sample_peaks(peaks);
+                    let h = state.true_peak.max(peaks[0]).max(peaks[1]);
+                    held[2 * i..2 * i + 2].fill(h);
                 }
-                state.add_true_peak(held);
+                let above = unsafe { group.above::<FMA>(subs, &held) };
+                for (i, state) in states.iter_mut().enumerate() {
+                    let mut h = held[2 * i];
+                    // This stem's lanes (2i, 2i + 1) of every sub-block.
+                    let mut bits = above & (0x0303_0303_0303_0303u64 << (2 * i));
+                    while bits != 0 {
+                        let b = bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        let (sub, lane) = (b / LANES, b % LANES);
+                        if group.bounds[sub][lane] > h {
+                            let start = HIST + sub * SUB + SUB - WINDOW;
+                            let w: &[f32; WINDOW] = bufs[lane][start..start + WINDOW]
+                                .try_into()
+                                .expect("WINDOW samples");
+                            let m =
+                                unsafe { window_max::<FMA>(fir, w, (len - sub * SUB).min(SUB)) };
+                            h = if m > h { m } else { h };
+                        }
+                    }
+                    state.add_true_peak(h);
+                }
             }
 
             // K-weighting and raw sums in segments that end on the (common) tick boundaries.
@@ -352,18 +424,9 @@ impl StemMeterBank {
             while p < len {
                 let seg = (len - p).min(states[0].loudness.samples_to_tick());
                 let mut sums = [([0.0f32; LANES], [0.0f32; LANES]); GROUPS];
-                if used_groups == 2 {
-                    let (a, b) = groups.split_at_mut(1);
-                    let (ga, gb) = (&mut a[0], &mut b[0]);
-                    let x = [&ga.frames[p..p + seg], &gb.frames[p..p + seg]];
-                    [sums[0], sums[1]] = unsafe {
-                        KLanes8::process_pair_with_sums::<FMA>([&mut ga.lanes, &mut gb.lanes], k, x)
-                    };
-                } else {
-                    for (group, sums) in groups[..used_groups].iter_mut().zip(&mut sums) {
-                        let x = &group.frames[p..p + seg];
-                        *sums = unsafe { group.lanes.process_with_sums::<FMA>(k, x) };
-                    }
+                for (group, sums) in groups[..used_groups].iter_mut().zip(&mut sums) {
+                    let x = &group.frames[p..p + seg];
+                    *sums = unsafe { group.lanes.process_with_sums::<FMA>(k, x) };
                 }
                 for (g, (sq, cross)) in sums[..used_groups].iter().enumerate() {
                     for i in 0..STEMS_PER_GROUP {
@@ -390,8 +453,8 @@ impl StemMeterBank {
                 p += seg;
             }
 
-            for (h, x) in hist.iter_mut().zip(&src).take(2 * num_stems) {
-                update_history(h, x);
+            for buf in chan_groups.iter_mut().flatten().take(2 * num_stems) {
+                buf.copy_within(len..len + HIST, 0);
             }
             for group in &mut groups[..used_groups] {
                 group.end_piece(len);
@@ -434,85 +497,13 @@ impl StemMeterBank {
     }
 }
 
-/// Copies `len` frames of eight channels into `frames` lane-major (`frames[n][c]`).
-///
-/// # Safety
-/// With `FMA`, the CPU must support AVX2.
-#[inline(always)]
-unsafe fn transpose<const FMA: bool>(
-    chans: &[&[f32]; LANES],
-    len: usize,
-    frames: &mut [Frame; PIECE],
-) {
-    let mut start = 0;
-    #[cfg(target_arch = "x86_64")]
-    if FMA {
-        // SAFETY: the caller guarantees AVX2.
-        start = unsafe { simd::transpose(chans, len, frames) };
-    }
-    for (n, f) in frames[start..len].iter_mut().enumerate() {
-        for (c, v) in f.iter_mut().enumerate() {
-            *v = chans[c][start + n];
-        }
-    }
-}
-
 /// AVX2 + FMA versions of the lane-major loops.
 #[cfg(target_arch = "x86_64")]
 mod simd {
-    use super::{Frame, Group, LANES, LaneStats, PIECE, SUB};
+    use super::{Chan, Frame, Group, HIST, LANES, LaneStats, PIECE, SUB};
     use crate::meters::TruePeakFir;
     use crate::util::MAX_INPUT;
     use std::arch::x86_64::*;
-
-    /// The whole 8-frame blocks of [`super::transpose`], 8 × 8 in registers; returns the
-    /// number of frames done (the rest is left to the caller).
-    #[target_feature(enable = "avx2")]
-    pub(super) fn transpose(
-        chans: &[&[f32]; LANES],
-        len: usize,
-        frames: &mut [Frame; PIECE],
-    ) -> usize {
-        let whole = len.min(PIECE) / 8 * 8;
-        for n0 in (0..whole).step_by(8) {
-            let r: [__m256; 8] = std::array::from_fn(|c| {
-                let x: &[f32; 8] = chans[c][n0..n0 + 8].try_into().expect("eight samples");
-                // SAFETY: eight floats.
-                unsafe { _mm256_loadu_ps(x.as_ptr()) }
-            });
-            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
-            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
-            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
-            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
-            let out = [
-                _mm256_permute2f128_ps::<0x20>(u0, u4),
-                _mm256_permute2f128_ps::<0x20>(u1, u5),
-                _mm256_permute2f128_ps::<0x20>(u2, u6),
-                _mm256_permute2f128_ps::<0x20>(u3, u7),
-                _mm256_permute2f128_ps::<0x31>(u0, u4),
-                _mm256_permute2f128_ps::<0x31>(u1, u5),
-                _mm256_permute2f128_ps::<0x31>(u2, u6),
-                _mm256_permute2f128_ps::<0x31>(u3, u7),
-            ];
-            for (d, v) in frames[n0..n0 + 8].iter_mut().zip(out) {
-                // SAFETY: `d` holds eight floats.
-                unsafe { _mm256_storeu_ps(d.as_mut_ptr(), v) };
-            }
-        }
-        whole
-    }
 
     /// Eight lanes from a frame.
     #[inline(always)]
@@ -530,11 +521,103 @@ mod simd {
         f
     }
 
-    /// [`Group::measure`] in 8-lane vectors.
+    /// Transposes eight rows (eight samples of eight channels) into eight frames (the
+    /// eight channels of one sample), in registers.
+    #[inline(always)]
+    fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
+        // SAFETY (all intrinsics here): only called from AVX2 code.
+        unsafe {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xee>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xee>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xee>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xee>(t5, t7);
+            [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ]
+        }
+    }
+
+    /// Running statistics of one sub-block in registers. The maxima of magnitudes are taken
+    /// on the bit patterns as integers: for non-negative floats (sign bit cleared) integer
+    /// order is float order, and NaN (above +∞ as an integer) is kept rather than dropped
+    /// as `max_ps` would, so one compare of the peak per sub-block replaces the per-sample
+    /// check.
+    struct Stats {
+        /// `max |x|` (bits).
+        peak: __m256i,
+        /// `max |Δx|` (bits).
+        d1: __m256i,
+        /// `max |Δ²x|` (bits).
+        d2: __m256i,
+        /// The previous frame `x[n−1]`.
+        x1: __m256,
+        /// The previous difference `x[n−1] − x[n−2]`.
+        e0: __m256,
+    }
+
+    impl Stats {
+        /// Adds frame `x`.
+        #[inline(always)]
+        fn add(&mut self, x: __m256, abs: __m256) {
+            // SAFETY (all intrinsics here): only called from AVX2 code.
+            unsafe {
+                let bits = |v: __m256| _mm256_castps_si256(_mm256_and_ps(v, abs));
+                self.peak = _mm256_max_epi32(self.peak, bits(x));
+                let e1 = _mm256_sub_ps(x, self.x1);
+                self.d1 = _mm256_max_epi32(self.d1, bits(e1));
+                self.d2 = _mm256_max_epi32(self.d2, bits(_mm256_sub_ps(e1, self.e0)));
+                (self.x1, self.e0) = (x, e1);
+            }
+        }
+    }
+
+    /// [`Group::above`]: one compare and one mask per sub-block.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) fn measure(group: &mut Group, fir: &TruePeakFir, len: usize) -> bool {
+    pub(super) fn above(bounds: &[Frame], held: &Frame) -> u64 {
+        let h = ld(held);
+        let mut bits = 0u64;
+        for (k, b) in bounds.iter().enumerate() {
+            let m = _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(ld(b), h));
+            bits |= u64::from(m as u8) << (LANES * k);
+        }
+        bits
+    }
+
+    /// [`Group::load`] in 8-lane vectors: whole blocks of eight frames are transposed in
+    /// registers, stored and measured from the registers (the last partial block, if any,
+    /// is copied lane by lane and measured from memory). Returns false if a sample is NaN,
+    /// ±Inf or beyond ±`MAX_INPUT`.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn load(
+        group: &mut Group,
+        fir: &TruePeakFir,
+        src: &[&[f32]; LANES],
+        bufs: &mut [Chan; LANES],
+        len: usize,
+    ) -> bool {
+        let len = len.min(PIECE);
+        let chans: [&[f32]; LANES] = std::array::from_fn(|c| &src[c][..len]);
         let abs = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MAX));
-        let limit = _mm256_set1_ps(MAX_INPUT);
+        let limit = _mm256_set1_epi32(MAX_INPUT.to_bits() as i32);
         let [g1, dg1, dg2, dg21, margin] = fir.bound_constants();
         let (g1, dg1, dg2, dg21, margin) = (
             _mm256_set1_ps(g1),
@@ -543,32 +626,64 @@ mod simd {
             _mm256_set1_ps(dg21),
             _mm256_set1_ps(margin),
         );
-        let mut ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-        let mut x1 = ld(&group.prev[1]);
-        let mut e0 = _mm256_sub_ps(x1, ld(&group.prev[0]));
+        let zero = _mm256_setzero_si256();
+        let mut bad = zero;
+        let x1 = ld(&group.prev[1]);
+        let mut sub = Stats {
+            peak: zero,
+            d1: zero,
+            d2: zero,
+            x1,
+            e0: _mm256_sub_ps(x1, ld(&group.prev[0])),
+        };
+        let bits = |f: &Frame| _mm256_castps_si256(ld(f));
         let hs = group.hist_stats;
-        let (mut bp, mut b1, mut b2) = (ld(&hs.peak), ld(&hs.d1), ld(&hs.d2));
-        let mut peaks = _mm256_setzero_ps();
-        let mut before = hs;
+        let mut before = [bits(&hs.peak), bits(&hs.d1), bits(&hs.d2)];
+        let mut last = before;
+        let mut peaks = zero;
         for k in 0..len.div_ceil(SUB) {
-            let z = _mm256_setzero_ps();
-            let (mut p, mut d1, mut d2) = (z, z, z);
-            for f in &group.frames[k * SUB..((k + 1) * SUB).min(len)] {
-                let x = ld(f);
-                let v = _mm256_and_ps(x, abs);
-                // Ordered `≤`: false for NaN, so NaN and ±Inf both fail the check.
-                ok = _mm256_and_ps(ok, _mm256_cmp_ps::<_CMP_LE_OQ>(v, limit));
-                p = _mm256_max_ps(p, v);
-                let e1 = _mm256_sub_ps(x, x1);
-                d1 = _mm256_max_ps(d1, _mm256_and_ps(e1, abs));
-                d2 = _mm256_max_ps(d2, _mm256_and_ps(_mm256_sub_ps(e1, e0), abs));
-                (x1, e0) = (x, e1);
+            (sub.peak, sub.d1, sub.d2) = (zero, zero, zero);
+            let end = ((k + 1) * SUB).min(len);
+            let mut n0 = k * SUB;
+            while n0 + 8 <= end {
+                let rows: [__m256; 8] = std::array::from_fn(|c| {
+                    let x: &[f32; 8] = chans[c][n0..n0 + 8].try_into().expect("eight samples");
+                    let to: &mut [f32; 8] = (&mut bufs[c][HIST + n0..HIST + n0 + 8])
+                        .try_into()
+                        .expect("eight samples");
+                    // SAFETY: eight floats each.
+                    unsafe {
+                        let v = _mm256_loadu_ps(x.as_ptr());
+                        _mm256_storeu_ps(to.as_mut_ptr(), v);
+                        v
+                    }
+                });
+                let frames: &mut [Frame; 8] = (&mut group.frames[n0..n0 + 8])
+                    .try_into()
+                    .expect("eight frames");
+                for (f, x) in frames.iter_mut().zip(transpose8(rows)) {
+                    // SAFETY: `f` holds eight floats.
+                    unsafe { _mm256_storeu_ps(f.as_mut_ptr(), x) };
+                    sub.add(x, abs);
+                }
+                n0 += 8;
             }
+            for n in n0..end {
+                let f = &mut group.frames[n];
+                for (c, v) in f.iter_mut().enumerate() {
+                    *v = chans[c][n];
+                    bufs[c][HIST + n] = *v;
+                }
+                sub.add(ld(f), abs);
+            }
+            bad = _mm256_or_si256(bad, _mm256_cmpgt_epi32(sub.peak, limit));
             // Window: this sub-block and the one before (or the history).
+            let [bp, b1, b2] = before;
+            let f = _mm256_castsi256_ps;
             let (wp, w1, w2) = (
-                _mm256_max_ps(bp, p),
-                _mm256_max_ps(b1, d1),
-                _mm256_max_ps(b2, d2),
+                f(_mm256_max_epi32(bp, sub.peak)),
+                f(_mm256_max_epi32(b1, sub.d1)),
+                f(_mm256_max_epi32(b2, sub.d2)),
             );
             let by_d2 = _mm256_fmadd_ps(dg2, w2, _mm256_mul_ps(dg21, w1));
             let slack = _mm256_min_ps(
@@ -576,18 +691,18 @@ mod simd {
                 by_d2,
             );
             group.bounds[k] = st(_mm256_mul_ps(_mm256_add_ps(wp, slack), margin));
-            peaks = _mm256_max_ps(peaks, p);
-            let stats = LaneStats {
-                peak: st(p),
-                d1: st(d1),
-                d2: st(d2),
-            };
-            group.last_stats = [stats, before];
-            before = stats;
-            (bp, b1, b2) = (p, d1, d2);
+            peaks = _mm256_max_epi32(peaks, sub.peak);
+            last = before;
+            before = [sub.peak, sub.d1, sub.d2];
         }
-        group.peaks = st(peaks);
-        _mm256_movemask_ps(ok) == 0xff
+        let stats = |[p, d1, d2]: [__m256i; 3]| LaneStats {
+            peak: st(_mm256_castsi256_ps(p)),
+            d1: st(_mm256_castsi256_ps(d1)),
+            d2: st(_mm256_castsi256_ps(d2)),
+        };
+        group.last_stats = [stats(before), stats(last)];
+        group.peaks = st(_mm256_castsi256_ps(peaks));
+        _mm256_testz_si256(bad, bad) == 1
     }
 }
 #[cfg(test)]

@@ -711,6 +711,26 @@ pub(crate) unsafe fn true_peak_of<const FMA: bool>(
     held
 }
 
+/// Largest interpolated magnitude (phases 1..3) of the first `len` (≤ [`SUB`]) points of
+/// the window `w` (15 samples before a sub-block, then the sub-block): the FIR of one
+/// sub-block, for callers that keep their windows contiguous.
+///
+/// # Safety
+/// With `FMA`, the CPU must support AVX2 and FMA.
+#[inline(always)]
+pub(crate) unsafe fn window_max<const FMA: bool>(
+    fir: &TruePeakFir,
+    w: &[f32; WINDOW],
+    len: usize,
+) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: the caller guarantees AVX2 and FMA.
+        return unsafe { simd::fir_max_abs(fir, w, len) };
+    }
+    fir.max_abs(w, len)
+}
+
 /// BS.1770-4 Annex 2 true-peak filter, block-wise, with an exact skip test.
 ///
 /// The filter is exactly that of [`TruePeakDetector`](crate::true_peak::TruePeakDetector)
