@@ -57,9 +57,11 @@
 //! channels share one 256-bit register (`skewed`, about twice the throughput of the portable
 //! loop). Blocks are
 //! converted (sanitised) into an `f64` stack buffer cell by cell of a sample-counted grid
-//! (`process_in_grid`); housekeeping (flushing tiny states, healing non-finite ones, retiring
-//! idle bands) happens at cell ends. Nothing depends on where blocks start or end, so any
-//! block size gives bit-identical output.
+//! (`process_in_grid`, or `process_settled_in_grid` while nothing moves); housekeeping
+//! (flushing tiny states, healing non-finite ones, retiring idle bands) happens at cell ends.
+//! A chain of one or two registers (the stereo crossover) does its `f32` conversions inside
+//! the kernel's frame loop instead (`skewed::Io`). Nothing depends on where blocks start or
+//! end, so any block size gives bit-identical output.
 
 use std::mem::MaybeUninit;
 
@@ -788,17 +790,23 @@ impl LaneState {
     }
 
     /// Sets state magnitudes below 10⁻³⁰ (−600 dB) to exactly zero.
+    #[inline]
     pub fn flush(&mut self) {
-        for v in self.s1.iter_mut().chain(self.s2.iter_mut()) {
-            if v.abs() < STATE_FLUSH {
-                *v = 0.0;
-            }
-        }
+        // Selects on the four values (no loop over a chained iterator, no branches): this runs
+        // for every section at every cell end.
+        let f = |v: f64| if v.abs() < STATE_FLUSH { 0.0 } else { v };
+        self.s1 = [f(self.s1[0]), f(self.s1[1])];
+        self.s2 = [f(self.s2[0]), f(self.s2[1])];
     }
 
     /// True if every state variable is finite.
+    #[inline]
     pub fn is_finite(&self) -> bool {
-        self.s1.iter().chain(&self.s2).all(|v| v.is_finite())
+        // Non-short-circuit `&`: four comparisons, one branch.
+        self.s1[0].is_finite()
+            & self.s1[1].is_finite()
+            & self.s2[0].is_finite()
+            & self.s2[1].is_finite()
     }
 
     /// Largest state magnitude (how far the filter is from rest; NaN counts as infinite).
@@ -1051,7 +1059,15 @@ impl<'a> SectionChain<'a> {
         #[cfg(target_arch = "x86_64")]
         let done = if self.simd {
             // SAFETY: `simd` is only true where AVX2 and FMA are available.
-            unsafe { skewed::process(&mut self.sections, self.len, ramp, buf) };
+            unsafe {
+                skewed::process(
+                    &mut self.sections,
+                    self.len,
+                    ramp,
+                    &mut skewed::LaneIo::new(buf),
+                    buf.len(),
+                )
+            };
             true
         } else {
             false
@@ -1075,6 +1091,64 @@ impl<'a> SectionChain<'a> {
         let n = buf.len().min(u32::MAX as usize) as u32;
         for s in self.sections[..self.len].iter_mut().flatten() {
             s.finish(n);
+        }
+    }
+}
+
+impl SectionChain<'_> {
+    /// True if [`SectionChain::process_io`] runs its I/O inside the frame loop, four frames at
+    /// a time: the AVX2 + FMA kernel runs and the chain is short enough
+    /// (`skewed::BATCH_MAX_J`).
+    pub(crate) fn fuses_io(&self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return self.simd && self.len > 0 && self.len <= 2 * skewed::BATCH_MAX_J;
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
+    /// [`SectionChain::process`] on the `m` frames of `io` (see `skewed::Io`).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available (true when [`SectionChain::fuses_io`] is); `io` must
+    /// hold `m` frames.
+    #[cfg(target_arch = "x86_64")]
+    pub(crate) unsafe fn process_io<IO: skewed::Io>(&mut self, io: &mut IO, m: usize) {
+        let ramp = self.sections[..self.len]
+            .iter()
+            .flatten()
+            .any(|s| s.remaining > 0);
+        // SAFETY: as the caller promises.
+        unsafe { skewed::process(&mut self.sections, self.len, ramp, io, m) };
+        let n = m.min(u32::MAX as usize) as u32;
+        for s in self.sections[..self.len].iter_mut().flatten() {
+            s.finish(n);
+        }
+    }
+
+    /// Filters a stereo `f32` block in place through every section in order: the same values
+    /// as [`load_sanitized`], [`SectionChain::process`] and [`store_lanes`] give (input
+    /// sanitised, `f64` throughout, rounded once at the end). A short chain
+    /// ([`SectionChain::fuses_io`]) converts inside the kernel's frame loop, where the
+    /// conversions hide behind the recursion's latency; a longer one is bound by its
+    /// arithmetic, keeps every state in a register, and converts in two passes over a stack
+    /// buffer instead. Same length rule as [`SectionChain::process`].
+    pub fn process_f32(&mut self, left: &mut [f32], right: &mut [f32]) {
+        let n = left.len().min(right.len());
+        let (left, right) = (&mut left[..n], &mut right[..n]);
+        #[cfg(target_arch = "x86_64")]
+        if self.fuses_io() {
+            let mut io = skewed::F32Io::<false>::new(left, right, 1.0, [1.0; 2]);
+            // SAFETY: `fuses_io` implies AVX2 and FMA; `io` holds `n` frames.
+            unsafe { self.process_io(&mut io, n) };
+            return;
+        }
+        // A longer chain (or no AVX2): conversion passes around the buffered kernel.
+        const PIECE: usize = 128;
+        let mut storage = [const { MaybeUninit::<Lanes>::uninit() }; PIECE];
+        for (l, r) in left.chunks_mut(PIECE).zip(right.chunks_mut(PIECE)) {
+            let b = load_into(l, r, &mut storage[..l.len()]);
+            self.process(b);
+            store_lanes_fast(b, l, r);
         }
     }
 }
@@ -1155,7 +1229,7 @@ fn run_chain<const N: usize, const RAMP: bool>(
 /// run: cutting a signal into runs anywhere gives bit-identical output. A chain of odd length
 /// is padded with an identity section whose output is never used.
 #[cfg(target_arch = "x86_64")]
-mod skewed {
+pub(crate) mod skewed {
     use super::{LaneCoefficients, Lanes, MAX_CHAIN, Section};
     use std::arch::x86_64::*;
 
@@ -1203,26 +1277,256 @@ mod skewed {
         Idle,
     }
 
-    /// Runs `buf` through the `len` sections (1..=[`MAX_CHAIN`]); `ramp`: some section is
-    /// ramping.
+    /// Where a skewed run reads its input frames and writes its output frames: a buffer of
+    /// [`Lanes`] ([`LaneIo`]), or `f32` channels sanitised and converted on the way in and
+    /// rounded on the way out ([`F32Io`], and the stereo processor's mid/side version), so that
+    /// no separate conversion pass runs over the frames. Frames are indexed from 0 to the run
+    /// length `m`; loads and stores of the same frame index refer to the same frame (a store to
+    /// frame `t` happens after the load of frame `t`, so in-place I/O is fine).
+    pub(crate) trait Io {
+        /// Run the busy steps four at a time through [`Io::load4`] and [`Io::store4`]. Only
+        /// worth it (and only used) for chains of at most [`BATCH_MAX_J`] registers: a longer
+        /// chain's states fill the sixteen `ymm` registers, and four frames in flight would
+        /// push states onto the stack, into the recursion's critical path.
+        const BATCH: bool;
+        /// Frame `t` (`t < m`) as `[lane0, lane1, lane0, lane1]`.
+        ///
+        /// # Safety
+        /// AVX2 and FMA must be available (inlined into such a function).
+        unsafe fn load(&mut self, t: usize) -> __m256d;
+        /// Frames `t..t + 4` (all `< m`), each as [`Io::load`] gives it.
+        ///
+        /// # Safety
+        /// As [`Io::load`].
+        unsafe fn load4(&mut self, t: usize) -> [__m256d; 4];
+        /// Stores frame `t` from `v = [lane0, lane1]`.
+        ///
+        /// # Safety
+        /// As [`Io::load`].
+        unsafe fn store(&mut self, t: usize, v: __m128d);
+        /// Stores frames `t..t + 4` from `lane0 = [f0, f1, f2, f3]` and `lane1` likewise.
+        ///
+        /// # Safety
+        /// As [`Io::load`].
+        unsafe fn store4(&mut self, t: usize, lane0: __m256d, lane1: __m256d);
+    }
+
+    /// [`Io`] on a buffer of [`Lanes`], in place.
+    pub(super) struct LaneIo {
+        /// First `f64` of the buffer (frame `t` is `p[2t..2t + 2]`).
+        p: *mut f64,
+    }
+
+    impl LaneIo {
+        /// I/O on `buf` (its length is the run length).
+        pub(super) fn new(buf: &mut [Lanes]) -> Self {
+            Self {
+                p: buf.as_mut_ptr() as *mut f64,
+            }
+        }
+    }
+
+    impl Io for LaneIo {
+        const BATCH: bool = false;
+
+        #[inline(always)]
+        unsafe fn load(&mut self, t: usize) -> __m256d {
+            // SAFETY: frame `t < m` is in the buffer.
+            unsafe {
+                let v = _mm_loadu_pd(self.p.add(2 * t));
+                _mm256_set_m128d(v, v)
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn load4(&mut self, t: usize) -> [__m256d; 4] {
+            // SAFETY: as in `load`.
+            unsafe {
+                [
+                    self.load(t),
+                    self.load(t + 1),
+                    self.load(t + 2),
+                    self.load(t + 3),
+                ]
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn store(&mut self, t: usize, v: __m128d) {
+            // SAFETY: as in `load`.
+            unsafe { _mm_storeu_pd(self.p.add(2 * t), v) }
+        }
+
+        #[inline(always)]
+        unsafe fn store4(&mut self, t: usize, lane0: __m256d, lane1: __m256d) {
+            // SAFETY: as in `load`.
+            unsafe {
+                let (u, v) = (
+                    _mm256_unpacklo_pd(lane0, lane1),
+                    _mm256_unpackhi_pd(lane0, lane1),
+                );
+                _mm256_storeu_pd(self.p.add(2 * t), _mm256_permute2f128_pd::<0x20>(u, v));
+                _mm256_storeu_pd(self.p.add(2 * t + 4), _mm256_permute2f128_pd::<0x31>(u, v));
+            }
+        }
+    }
+
+    /// [`Io`] on stereo `f32` channels, in place: frames are sanitised
+    /// ([`super::sanitize_branchless`]) and widened to `f64` on loading, rounded to `f32` on
+    /// storing, exactly as [`super::load_sanitized`] and [`super::store_lanes`] do it. With
+    /// `MID_SIDE` the loaded frame is `[(l − r)/2, (l + r)/2]` (side, mid) and the stored one
+    /// `[(mid + width·side)·gains[0], (mid − width·side)·gains[1]]` (the stereo processor's
+    /// steady path; same operations as its portable passes).
+    pub(crate) struct F32Io<const MID_SIDE: bool> {
+        /// Left channel (lane 0).
+        left: *mut f32,
+        /// Right channel (lane 1).
+        right: *mut f32,
+        /// Side gain applied on storing (`MID_SIDE` only).
+        width: f64,
+        /// Left and right output gains (`MID_SIDE` only).
+        gains: [f64; 2],
+    }
+
+    impl<const MID_SIDE: bool> F32Io<MID_SIDE> {
+        /// I/O on `left`, `right`; the run length must not exceed either length.
+        pub(crate) fn new(
+            left: &mut [f32],
+            right: &mut [f32],
+            width: f64,
+            gains: [f64; 2],
+        ) -> Self {
+            Self {
+                left: left.as_mut_ptr(),
+                right: right.as_mut_ptr(),
+                width,
+                gains,
+            }
+        }
+
+        /// `[l, r]` → the loaded pair (`[l, r]` or `[side, mid]`), four frames per register.
+        #[inline(always)]
+        unsafe fn input(l: __m256d, r: __m256d) -> (__m256d, __m256d) {
+            // SAFETY: AVX2 is enabled in the caller.
+            unsafe {
+                if MID_SIDE {
+                    let half = _mm256_set1_pd(0.5);
+                    (
+                        _mm256_mul_pd(half, _mm256_sub_pd(l, r)),
+                        _mm256_mul_pd(half, _mm256_add_pd(l, r)),
+                    )
+                } else {
+                    (l, r)
+                }
+            }
+        }
+
+        /// The stored pair → `[l, r]` as `f64`, four frames per register.
+        #[inline(always)]
+        unsafe fn output(&self, a: __m256d, b: __m256d) -> (__m256d, __m256d) {
+            // SAFETY: AVX2 is enabled in the caller.
+            unsafe {
+                if MID_SIDE {
+                    let side = _mm256_mul_pd(a, _mm256_set1_pd(self.width));
+                    (
+                        _mm256_mul_pd(_mm256_add_pd(b, side), _mm256_set1_pd(self.gains[0])),
+                        _mm256_mul_pd(_mm256_sub_pd(b, side), _mm256_set1_pd(self.gains[1])),
+                    )
+                } else {
+                    (a, b)
+                }
+            }
+        }
+    }
+
+    impl<const MID_SIDE: bool> Io for F32Io<MID_SIDE> {
+        const BATCH: bool = true;
+
+        #[inline(always)]
+        unsafe fn load(&mut self, t: usize) -> __m256d {
+            // SAFETY: frame `t < m` is in both channels.
+            unsafe {
+                let l = super::sanitize_branchless(*self.left.add(t)) as f64;
+                let r = super::sanitize_branchless(*self.right.add(t)) as f64;
+                let v = if MID_SIDE {
+                    _mm_setr_pd(0.5 * (l - r), 0.5 * (l + r))
+                } else {
+                    _mm_setr_pd(l, r)
+                };
+                _mm256_set_m128d(v, v)
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn load4(&mut self, t: usize) -> [__m256d; 4] {
+            // SAFETY: frames t..t + 4 are in both channels.
+            unsafe {
+                let l = _mm256_cvtps_pd(super::convert::sanitize4(_mm_loadu_ps(self.left.add(t))));
+                let r = _mm256_cvtps_pd(super::convert::sanitize4(_mm_loadu_ps(self.right.add(t))));
+                let (a, b) = Self::input(l, r);
+                // [a0 b0 a2 b2], [a1 b1 a3 b3]
+                let (u, v) = (_mm256_unpacklo_pd(a, b), _mm256_unpackhi_pd(a, b));
+                [
+                    _mm256_permute2f128_pd::<0x00>(u, u),
+                    _mm256_permute2f128_pd::<0x00>(v, v),
+                    _mm256_permute2f128_pd::<0x11>(u, u),
+                    _mm256_permute2f128_pd::<0x11>(v, v),
+                ]
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn store(&mut self, t: usize, v: __m128d) {
+            // SAFETY: frame `t < m` is in both channels.
+            unsafe {
+                let (a, b) = (_mm_cvtsd_f64(v), _mm_cvtsd_f64(_mm_unpackhi_pd(v, v)));
+                let (l, r) = if MID_SIDE {
+                    let side = a * self.width;
+                    ((b + side) * self.gains[0], (b - side) * self.gains[1])
+                } else {
+                    (a, b)
+                };
+                *self.left.add(t) = l as f32;
+                *self.right.add(t) = r as f32;
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn store4(&mut self, t: usize, lane0: __m256d, lane1: __m256d) {
+            // SAFETY: frames t..t + 4 are in both channels.
+            unsafe {
+                let (l, r) = self.output(lane0, lane1);
+                _mm_storeu_ps(self.left.add(t), _mm256_cvtpd_ps(l));
+                _mm_storeu_ps(self.right.add(t), _mm256_cvtpd_ps(r));
+            }
+        }
+    }
+
+    /// Longest chain, in registers (two sections each), that runs [`Io::BATCH`] I/O four frames
+    /// at a time.
+    pub(crate) const BATCH_MAX_J: usize = 2;
+
+    /// Runs `m` frames of `io` through the `len` sections (1..=[`MAX_CHAIN`]); `ramp`: some
+    /// section is ramping.
     ///
     /// # Safety
-    /// The CPU must support AVX2 and FMA.
+    /// The CPU must support AVX2 and FMA; `io` must hold `m` frames.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn process(
+    pub(crate) unsafe fn process<IO: Io>(
         sections: &mut [Option<&mut Section>; MAX_CHAIN],
         len: usize,
         ramp: bool,
-        buf: &mut [Lanes],
+        io: &mut IO,
+        m: usize,
     ) {
         macro_rules! dispatch {
             ($($j:literal)*) => {
                 match (len.div_ceil(2), len % 2 == 1, ramp) {
                     $(
-                        ($j, false, false) => run::<$j, false, false>(sections, buf),
-                        ($j, false, true) => run::<$j, false, true>(sections, buf),
-                        ($j, true, false) => run::<$j, true, false>(sections, buf),
-                        ($j, true, true) => run::<$j, true, true>(sections, buf),
+                        ($j, false, false) => run::<$j, false, false, IO>(sections, io, m),
+                        ($j, false, true) => run::<$j, false, true, IO>(sections, io, m),
+                        ($j, true, false) => run::<$j, true, false, IO>(sections, io, m),
+                        ($j, true, true) => run::<$j, true, true, IO>(sections, io, m),
                     )*
                     _ => {}
                 }
@@ -1255,9 +1559,10 @@ mod skewed {
 
     /// The chain of `2J − ODD` sections over `buf` (see the module notes).
     #[target_feature(enable = "avx2,fma")]
-    fn run<const J: usize, const ODD: bool, const RAMP: bool>(
+    fn run<const J: usize, const ODD: bool, const RAMP: bool, IO: Io>(
         sections: &mut [Option<&mut Section>; MAX_CHAIN],
-        buf: &mut [Lanes],
+        io: &mut IO,
+        m: usize,
     ) {
         let len = 2 * J - ODD as usize;
         let mut identity = Section::new(LaneCoefficients::IDENTITY);
@@ -1300,24 +1605,22 @@ mod skewed {
             r.s2[j] = unsafe { pack(&a.state.s2, &b.state.s2) };
         }
 
-        let m = buf.len();
         let delay = len - 1;
-        let p = buf.as_mut_ptr() as *mut f64;
-        // SAFETY (loads and stores): frame `t < m` is `p[2t..2t + 2]`.
-        let load = |t: usize| unsafe {
-            let v = _mm_loadu_pd(p.add(2 * t));
-            _mm256_set_m128d(v, v)
-        };
-        let store = |t: usize, y: __m256d| {
-            // The output section is the last of register J − 1: lanes 0, 2 (odd length) or
-            // 1, 3.
-            let v = if ODD {
+        // The output section is the last of register J − 1: lanes 0, 2 (odd length) or 1, 3.
+        let pick = |y: __m256d| {
+            if ODD {
                 _mm256_permute4x64_pd::<0b00_00_10_00>(y)
             } else {
                 _mm256_permute4x64_pd::<0b00_00_11_01>(y)
-            };
-            unsafe { _mm_storeu_pd(p.add(2 * t), _mm256_castpd256_pd128(v)) };
+            }
         };
+        let (load, store) = (
+            // SAFETY (both): `t < m`, AVX2 and FMA are enabled here.
+            |io: &mut IO, t: usize| unsafe { io.load(t) },
+            |io: &mut IO, t: usize, y: __m256d| unsafe {
+                io.store(t, _mm256_castpd256_pd128(pick(y)))
+            },
+        );
         // Which sections of register j have a sample at step t: section k processes sample
         // t − k, if 0 ≤ t − k < m.
         let busy = |j: usize, t: usize| {
@@ -1332,19 +1635,51 @@ mod skewed {
         let total = m + delay;
         // Filling: the later sections have no sample yet.
         for t in 0..delay {
-            let x = if t < m { load(t) } else { zero };
+            let x = if t < m { load(io, t) } else { zero };
             unsafe { step::<J, RAMP, true>(&mut r, x, |j| busy(j, t)) };
         }
-        // Every section busy.
-        for t in delay..m {
-            let y = unsafe { step::<J, RAMP, false>(&mut r, load(t), |_| Busy::Both) };
-            store(t - delay, y);
+        // Every section busy, four steps at a time (inputs `t..t + 4`, outputs
+        // `t − delay..t − delay + 4`), then one at a time.
+        let mut t = delay;
+        while IO::BATCH && J <= BATCH_MAX_J && t + 4 <= m {
+            // SAFETY: frames t..t + 4 are below m.
+            let xs = unsafe { io.load4(t) };
+            let mut ys = [zero; 4];
+            for (y, x) in ys.iter_mut().zip(xs) {
+                *y = unsafe { step::<J, RAMP, false>(&mut r, x, |_| Busy::Both) };
+            }
+            // The output section's `[lane0 f0, lane0 f1, lane1 f0, lane1 f1]` and the same of
+            // frames 2, 3.
+            let (f01, f23) = if ODD {
+                (
+                    _mm256_unpacklo_pd(ys[0], ys[1]),
+                    _mm256_unpacklo_pd(ys[2], ys[3]),
+                )
+            } else {
+                (
+                    _mm256_unpackhi_pd(ys[0], ys[1]),
+                    _mm256_unpackhi_pd(ys[2], ys[3]),
+                )
+            };
+            // Per lane [f0 f1 f2 f3].
+            unsafe {
+                io.store4(
+                    t - delay,
+                    _mm256_permute2f128_pd::<0x20>(f01, f23),
+                    _mm256_permute2f128_pd::<0x31>(f01, f23),
+                )
+            };
+            t += 4;
+        }
+        for t in t..m {
+            let y = unsafe { step::<J, RAMP, false>(&mut r, load(io, t), |_| Busy::Both) };
+            store(io, t - delay, y);
         }
         // Draining: the earlier sections are done.
         for t in delay.max(m)..total {
-            let x = if t < m { load(t) } else { zero };
+            let x = if t < m { load(io, t) } else { zero };
             let y = unsafe { step::<J, RAMP, true>(&mut r, x, |j| busy(j, t)) };
-            store(t - delay, y);
+            store(io, t - delay, y);
         }
 
         for j in 0..J {
@@ -1660,6 +1995,40 @@ pub(crate) fn process_in_grid<const GRID: usize, P: GridProcessor>(
         }
         if !p.is_active() {
             // Retired within the cell: the rest of the block passes untouched.
+            *p.grid_pos() = 0;
+            return;
+        }
+    }
+}
+
+/// [`process_in_grid`] for a processor whose sections stay put over the whole block (no ramp,
+/// no crossfade; only [`GridProcessor::end_cell`] may retire a section): each part of a cell
+/// is handed to `run` as `f32` (which filters it with [`SectionChain::process_f32`], the same
+/// values as the buffered path), with the same cell bookkeeping, so the output is
+/// bit-identical to [`process_in_grid`]'s.
+pub(crate) fn process_settled_in_grid<const GRID: usize, P: GridProcessor>(
+    p: &mut P,
+    left: &mut [f32],
+    right: &mut [f32],
+    mut run: impl FnMut(&mut P, &mut [f32], &mut [f32]),
+) {
+    let n = left.len().min(right.len());
+    let mut i = 0;
+    while i < n {
+        let pos = (*p.grid_pos()).min(GRID - 1);
+        if pos == 0 && !p.is_active() {
+            return;
+        }
+        let len = (n - i).min(GRID - pos);
+        run(p, &mut left[i..i + len], &mut right[i..i + len]);
+        i += len;
+        if pos + len == GRID {
+            *p.grid_pos() = 0;
+            p.end_cell();
+        } else {
+            *p.grid_pos() = pos + len;
+        }
+        if !p.is_active() {
             *p.grid_pos() = 0;
             return;
         }
@@ -2303,6 +2672,115 @@ mod tests {
                 }
                 assert_eq!(run(true, &[1, 2, 3, 5, 11, 700, 701, 1500]).0, fast);
             }
+        }
+    }
+
+    /// `process_f32` (conversions inside the kernel's frame loop for short chains) gives the
+    /// bits of the buffered path (sanitise, `process`, round), for every chain length, with and
+    /// without a ramp, on input with NaN, ±Inf, denormals and huge values, cut into runs of
+    /// every remainder modulo four; the stereo processor's mid/side I/O gives the bits of its
+    /// portable passes.
+    #[test]
+    fn fused_io_matches_buffered_path() {
+        let mut rng = Rng(0xF00D);
+        let fs = 96_000.0;
+        let designs = [
+            LaneCoefficients::splat(&Coefficients::highpass(fs, 30.0, BUTTERWORTH_Q4[0])),
+            LaneCoefficients::pair(
+                &Coefficients::linkwitz_riley_highpass(fs, 120.0),
+                &Coefficients::linkwitz_riley_allpass(fs, 120.0),
+            ),
+            LaneCoefficients::splat(&Coefficients::peaking(fs, 900.0, 2.0, 6.0)),
+        ];
+        let target = LaneCoefficients::splat(&Coefficients::peaking(fs, 2000.0, 1.0, -12.0));
+        let mut x: Vec<[f32; 2]> = (0..1000)
+            .map(|_| [rng.range(-1.0, 1.0) as f32, rng.range(-1.0, 1.0) as f32])
+            .collect();
+        for (i, v) in [
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            1.0e-40,
+            3.0e7,
+            -3.0e7,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            x[37 + 101 * i][i % 2] = v;
+        }
+        let cuts = [1, 2, 7, 10, 100, 111, 300, 303, 1000];
+        for len in 1..=MAX_CHAIN {
+            for ramp in [false, true] {
+                let run = |fused: bool| {
+                    let mut secs: Vec<Section> = (0..len)
+                        .map(|k| Section::new(designs[k % designs.len()]))
+                        .collect();
+                    if ramp {
+                        secs[len / 2].ramp_to(target, 2000);
+                    }
+                    let mut l: Vec<f32> = x.iter().map(|v| v[0]).collect();
+                    let mut r: Vec<f32> = x.iter().map(|v| v[1]).collect();
+                    let mut start = 0;
+                    for &end in &cuts {
+                        let mut chain = SectionChain::new();
+                        for s in secs.iter_mut() {
+                            chain.push(s);
+                        }
+                        let (cl, cr) = (&mut l[start..end], &mut r[start..end]);
+                        if fused {
+                            chain.process_f32(cl, cr);
+                        } else {
+                            let mut b = vec![[0.0; 2]; end - start];
+                            load_sanitized(cl, cr, &mut b);
+                            chain.process(&mut b);
+                            store_lanes(&b, cl, cr);
+                        }
+                        start = end;
+                    }
+                    (l, r)
+                };
+                assert_eq!(run(true), run(false), "len {len} ramp {ramp}");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::util::avx2_fma_available() {
+            let (width, gains) = (1.3, [0.8, 1.15]);
+            let run = |fused: bool| {
+                let mut secs = [Section::new(designs[1]), Section::new(designs[1])];
+                let mut l: Vec<f32> = x.iter().map(|v| v[0]).collect();
+                let mut r: Vec<f32> = x.iter().map(|v| v[1]).collect();
+                let mut start = 0;
+                for &end in &cuts {
+                    let (a, b) = secs.split_at_mut(1);
+                    let mut chain = SectionChain::new();
+                    chain.push(&mut a[0]);
+                    chain.push(&mut b[0]);
+                    let (cl, cr) = (&mut l[start..end], &mut r[start..end]);
+                    if fused {
+                        assert!(chain.fuses_io());
+                        let mut io = skewed::F32Io::<true>::new(cl, cr, width, gains);
+                        // SAFETY: AVX2 and FMA are available; `io` holds `end − start` frames.
+                        unsafe { chain.process_io(&mut io, end - start) };
+                    } else {
+                        for (l, r) in cl.iter_mut().zip(cr.iter_mut()) {
+                            let (a, b) = (
+                                sanitize_branchless(*l) as f64,
+                                sanitize_branchless(*r) as f64,
+                            );
+                            let mut f = [[0.5 * (a - b), 0.5 * (a + b)]];
+                            chain.process(&mut f);
+                            let [side, mid] = f[0];
+                            let side = side * width;
+                            *l = ((mid + side) * gains[0]) as f32;
+                            *r = ((mid - side) * gains[1]) as f32;
+                        }
+                    }
+                    start = end;
+                }
+                (l, r)
+            };
+            assert_eq!(run(true), run(false));
         }
     }
 

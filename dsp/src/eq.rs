@@ -40,7 +40,9 @@
 //! moving ones are cut into runs at each of their segment boundaries, within which every
 //! coefficient is constant or moves by a constant step (so an automated bell does not cut the
 //! settled stages around it into 16-sample runs). A settled EQ is one run per cell. Only an
-//! HPF/LPF crossfade processes its two cascades apart (and mixes them).
+//! HPF/LPF crossfade processes its two cascades apart (and mixes them). While nothing moves at
+//! all (the usual state), a block skips that grouping: each part of a cell is one chain of
+//! every stage in use (`process_settled_in_grid`, the same chain and arithmetic).
 //!
 //! Every [`GRID`] samples (counted from the first processed sample, not per block) the states
 //! are flushed (below 10⁻³⁰ → 0, so the recursion never reaches subnormal numbers), healed
@@ -48,7 +50,7 @@
 
 use crate::biquad::{
     BUTTERWORTH_Q2, BUTTERWORTH_Q4, BUTTERWORTH_Q8, Coefficients, GridProcessor, LaneCoefficients,
-    Lanes, Section, SectionChain, process_in_grid,
+    Lanes, Section, SectionChain, process_in_grid, process_settled_in_grid,
 };
 use crate::settings::{EqBand, EqSettings, FilterSlope, MasterEqSettings};
 use crate::smoother::Smoother;
@@ -721,7 +723,18 @@ impl StemEq {
         for b in &mut self.bands {
             b.activate();
         }
-        process_in_grid::<GRID, _>(self, left, right);
+        let settled = self.hpf.is_settled()
+            && self.lpf.is_settled()
+            && self.bands.iter().all(ParametricBand::is_settled);
+        if settled {
+            // Nothing moves until the next settings change: every part of a cell is one chain
+            // of all the stages (what `process_frames` runs then), with the conversions fused.
+            process_settled_in_grid::<GRID, _>(self, left, right, |eq, l, r| {
+                eq.chain(0..STAGES_LAST + 1).process_f32(l, r)
+            });
+        } else {
+            process_in_grid::<GRID, _>(self, left, right);
+        }
     }
 
     /// Magnitude in dB at `freq_hz` of the EQ as currently set (targets, not the ramp), for
@@ -996,7 +1009,18 @@ impl MasterEq {
         for b in &mut self.bands {
             b.activate();
         }
-        process_in_grid::<GRID, _>(self, left, right);
+        if self.bands.iter().all(ParametricBand::is_settled) {
+            // As in `StemEq::process`: one chain of the active bands per part of a cell.
+            process_settled_in_grid::<GRID, _>(self, left, right, |eq, l, r| {
+                let mut chain = SectionChain::new();
+                for b in eq.bands.iter_mut().filter(|b| b.active) {
+                    chain.push(&mut b.section);
+                }
+                chain.process_f32(l, r);
+            });
+        } else {
+            process_in_grid::<GRID, _>(self, left, right);
+        }
     }
 
     /// Magnitude in dB at `freq_hz` of the EQ as currently set, for drawing the curve.

@@ -39,11 +39,14 @@
 //! the second side section beside an identity that carries the mid along (exact: `1·x + 0`);
 //! the two run as one [`SectionChain`] (AVX2 + FMA: both in one register, see
 //! [`crate::biquad`]) between a mid/side pass and a pass back to left/right. Once nothing moves
-//! (the usual state), a block takes a fused path: sanitising and mid/side in the `f32 → f64`
-//! load, width and balance in the store, the same arithmetic as the general path (so which path
-//! a block takes never shows in the output). Tiny filter states are flushed (and a non-finite
+//! (the usual state), a block takes a fused path: sanitising, mid/side, the crossover, width,
+//! balance and the `f64 → f32` rounding in one loop over the frames (the crossover kernel's,
+//! four frames at a time: see `biquad::skewed::Io`), the same arithmetic as the general path
+//! (so which path a block takes never shows in the output). Tiny filter states are flushed (and a non-finite
 //! state cleared) every `GRID` (128) samples.
 
+#[cfg(target_arch = "x86_64")]
+use crate::biquad::skewed::F32Io;
 use crate::biquad::{
     Coefficients, GridProcessor, LaneCoefficients, Lanes, Section, SectionChain, process_in_grid,
 };
@@ -313,19 +316,22 @@ impl StereoProcessor {
         let n = left.len().min(right.len());
         let width = self.width.value() as f64;
         let gains = [self.balance_gains.0 as f64, self.balance_gains.1 as f64];
-        // Not cleared: `load_side_mid` writes every frame before it is read.
-        let mut storage = [const { std::mem::MaybeUninit::<Lanes>::uninit() }; GRID];
         let mut i = 0;
         while i < n {
             let pos = self.grid_pos.min(GRID - 1);
             let len = (n - i).min(GRID - pos);
             let (l, r) = (&mut left[i..i + len], &mut right[i..i + len]);
-            // SAFETY: AVX2 is available.
+            // SAFETY: AVX2 and FMA are available.
             unsafe {
                 if self.engaged {
-                    let b = simd::load_side_mid(l, r, &mut storage[..len]);
-                    self.crossover(b);
-                    simd::store_mixed(b, l, r, width, gains);
+                    // Sanitising, mid/side, the crossover, width/balance and rounding in one
+                    // loop over the frames: the crossover alone is bound by its recursion's
+                    // latency, so the conversions run in its shadow.
+                    let mut io = F32Io::<true>::new(l, r, width, gains);
+                    let mut chain = SectionChain::new();
+                    chain.push(&mut self.xover);
+                    chain.push(&mut self.side_hp2);
+                    chain.process_io(&mut io, len);
                 } else {
                     simd::width_balance_f32(l, r, width, gains);
                 }
@@ -535,85 +541,6 @@ mod simd {
     use crate::biquad::convert::sanitize4;
     use crate::biquad::sanitize_branchless;
     use std::arch::x86_64::*;
-    use std::mem::MaybeUninit;
-
-    /// Sanitised `[l, r]` to `[side, mid]` pairs as [`crate::biquad::load_sanitized`] and
-    /// [`super::to_side_mid`] give them, four frames at a time, into (uninitialised) `buf`;
-    /// returns the `min(left.len(), right.len(), buf.len())` frames written.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn load_side_mid<'a>(
-        left: &[f32],
-        right: &[f32],
-        buf: &'a mut [MaybeUninit<Lanes>],
-    ) -> &'a mut [Lanes] {
-        let n = buf.len().min(left.len()).min(right.len());
-        let quads = n / 4;
-        let out = buf.as_mut_ptr() as *mut f64;
-        let half = _mm256_set1_pd(0.5);
-        for q in 0..quads {
-            let i = 4 * q;
-            // SAFETY: frames i..i + 4 are in bounds of all three slices.
-            unsafe {
-                let l = _mm256_cvtps_pd(sanitize4(_mm_loadu_ps(left.as_ptr().add(i))));
-                let r = _mm256_cvtps_pd(sanitize4(_mm_loadu_ps(right.as_ptr().add(i))));
-                let side = _mm256_mul_pd(half, _mm256_sub_pd(l, r));
-                let mid = _mm256_mul_pd(half, _mm256_add_pd(l, r));
-                let (u, v) = (_mm256_unpacklo_pd(side, mid), _mm256_unpackhi_pd(side, mid));
-                _mm256_storeu_pd(out.add(2 * i), _mm256_permute2f128_pd::<0x20>(u, v));
-                _mm256_storeu_pd(out.add(2 * i + 4), _mm256_permute2f128_pd::<0x31>(u, v));
-            }
-        }
-        for i in 4 * quads..n {
-            let (l, r) = (
-                sanitize_branchless(left[i]) as f64,
-                sanitize_branchless(right[i]) as f64,
-            );
-            buf[i].write([0.5 * (l - r), 0.5 * (l + r)]);
-        }
-        // SAFETY: frames 0..n are initialised; `MaybeUninit<Lanes>` has the layout of `Lanes`.
-        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr() as *mut Lanes, n) }
-    }
-
-    /// `[side, mid]` pairs back to `f32` left/right as [`super::from_side_mid`] and
-    /// [`crate::biquad::store_lanes`] give them, four frames at a time.
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn store_mixed(
-        buf: &[Lanes],
-        left: &mut [f32],
-        right: &mut [f32],
-        width: f64,
-        gains: [f64; 2],
-    ) {
-        let n = buf.len().min(left.len()).min(right.len());
-        let quads = n / 4;
-        let src = buf.as_ptr() as *const f64;
-        let w = _mm256_set1_pd(width);
-        let (gl, gr) = (_mm256_set1_pd(gains[0]), _mm256_set1_pd(gains[1]));
-        for q in 0..quads {
-            let i = 4 * q;
-            // SAFETY: frames i..i + 4 are in bounds of all three slices.
-            unsafe {
-                let (p0, p1) = (
-                    _mm256_loadu_pd(src.add(2 * i)),
-                    _mm256_loadu_pd(src.add(2 * i + 4)),
-                );
-                let u = _mm256_permute2f128_pd::<0x20>(p0, p1);
-                let v = _mm256_permute2f128_pd::<0x31>(p0, p1);
-                let side = _mm256_mul_pd(_mm256_unpacklo_pd(u, v), w);
-                let mid = _mm256_unpackhi_pd(u, v);
-                let l = _mm256_mul_pd(_mm256_add_pd(mid, side), gl);
-                let r = _mm256_mul_pd(_mm256_sub_pd(mid, side), gr);
-                _mm_storeu_ps(left.as_mut_ptr().add(i), _mm256_cvtpd_ps(l));
-                _mm_storeu_ps(right.as_mut_ptr().add(i), _mm256_cvtpd_ps(r));
-            }
-        }
-        for i in 4 * quads..n {
-            let [side, mid] = buf[i];
-            let side = side * width;
-            left[i] = ((mid + side) * gains[0]) as f32;
-            right[i] = ((mid - side) * gains[1]) as f32;
-        }
-    }
 
     /// Sanitise, width and balance on `f32` samples in place, as [`crate::biquad::load_sanitized`],
     /// [`super::width_balance`] and [`crate::biquad::store_lanes`] give them, four frames at a
