@@ -688,13 +688,28 @@ impl LaneCoefficients {
     pub const IDENTITY: Self = Self::splat(&Coefficients::IDENTITY);
 
     /// Zero increments (a settled ramp).
-    const ZERO: Self = Self {
+    pub(crate) const ZERO: Self = Self {
         b0: [0.0; 2],
         c1: [0.0; 2],
         c2: [0.0; 2],
         a1: [0.0; 2],
         a2: [0.0; 2],
     };
+
+    /// Per-sample increments that take these coefficients to `target` in `samples` (≥ 1)
+    /// linear steps.
+    #[inline(always)]
+    pub(crate) fn ramp_step(&self, target: &Self, samples: u32) -> Self {
+        let inv = 1.0 / samples as f64;
+        let d = |t: Lanes, c: Lanes| [(t[0] - c[0]) * inv, (t[1] - c[1]) * inv];
+        Self {
+            b0: d(target.b0, self.b0),
+            c1: d(target.c1, self.c1),
+            c2: d(target.c2, self.c2),
+            a1: d(target.a1, self.a1),
+            a2: d(target.a2, self.a2),
+        }
+    }
 
     /// The same coefficients on both lanes.
     pub const fn splat(c: &Coefficients) -> Self {
@@ -865,16 +880,7 @@ impl Section {
     /// least 1).
     pub fn ramp_to(&mut self, target: LaneCoefficients, samples: u32) {
         let n = samples.max(1);
-        let inv = 1.0 / n as f64;
-        let d = |t: Lanes, c: Lanes| [(t[0] - c[0]) * inv, (t[1] - c[1]) * inv];
-        let c = &self.coeffs;
-        self.step = LaneCoefficients {
-            b0: d(target.b0, c.b0),
-            c1: d(target.c1, c.c1),
-            c2: d(target.c2, c.c2),
-            a1: d(target.a1, c.a1),
-            a2: d(target.a2, c.a2),
-        };
+        self.step = self.coeffs.ramp_step(&target, n);
         self.target = target;
         self.remaining = n;
     }
@@ -1972,40 +1978,20 @@ pub(crate) fn process_in_grid<const GRID: usize, P: GridProcessor>(
     left: &mut [f32],
     right: &mut [f32],
 ) {
-    let n = left.len().min(right.len());
     // Not cleared: every frame is written before it is read (`load_into`).
     let mut storage = [const { MaybeUninit::<Lanes>::uninit() }; GRID];
-    let mut i = 0;
-    while i < n {
-        let pos = (*p.grid_pos()).min(GRID - 1);
-        if pos == 0 && !p.is_active() {
-            return;
-        }
-        let len = (n - i).min(GRID - pos);
-        let (l, r) = (&mut left[i..i + len], &mut right[i..i + len]);
-        let b = load_into(l, r, &mut storage[..len]);
+    process_settled_in_grid::<GRID, P>(p, left, right, |p, l, r| {
+        let b = load_into(l, r, &mut storage[..l.len()]);
         p.process_frames(b);
         store_lanes_fast(b, l, r);
-        i += len;
-        if pos + len == GRID {
-            *p.grid_pos() = 0;
-            p.end_cell();
-        } else {
-            *p.grid_pos() = pos + len;
-        }
-        if !p.is_active() {
-            // Retired within the cell: the rest of the block passes untouched.
-            *p.grid_pos() = 0;
-            return;
-        }
-    }
+    });
 }
 
-/// [`process_in_grid`] for a processor whose sections stay put over the whole block (no ramp,
-/// no crossfade; only [`GridProcessor::end_cell`] may retire a section): each part of a cell
-/// is handed to `run` as `f32` (which filters it with [`SectionChain::process_f32`], the same
-/// values as the buffered path), with the same cell bookkeeping, so the output is
-/// bit-identical to [`process_in_grid`]'s.
+/// The cell bookkeeping of [`process_in_grid`], with each part of a cell handed to `run` as
+/// `f32`: `process_in_grid` runs the part through an `f64` buffer; a processor whose sections
+/// stay put over the whole block (no ramp, no crossfade; only [`GridProcessor::end_cell`] may
+/// retire a section) can filter it directly with [`SectionChain::process_f32`] (the same values
+/// as the buffered path), so its output is bit-identical either way.
 pub(crate) fn process_settled_in_grid<const GRID: usize, P: GridProcessor>(
     p: &mut P,
     left: &mut [f32],
@@ -2029,6 +2015,7 @@ pub(crate) fn process_settled_in_grid<const GRID: usize, P: GridProcessor>(
             *p.grid_pos() = pos + len;
         }
         if !p.is_active() {
+            // Retired within the cell: the rest of the block passes untouched.
             *p.grid_pos() = 0;
             return;
         }

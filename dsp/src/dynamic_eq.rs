@@ -98,15 +98,6 @@ const LOG2_AMPLITUDE_PER_DB: f64 = std::f64::consts::LOG2_10 / 40.0;
 /// `10·log10(2)`: dB of power per octave.
 const DB_PER_LOG2_POWER: f64 = 10.0 * std::f64::consts::LOG10_2;
 
-/// All-zero coefficients: the increments of a section that does not ramp.
-const ZERO_COEFFS: LaneCoefficients = LaneCoefficients {
-    b0: [0.0; 2],
-    c1: [0.0; 2],
-    c2: [0.0; 2],
-    a1: [0.0; 2],
-    a2: [0.0; 2],
-};
-
 /// `max(a, b)` for non-NaN inputs without a branch (`maxsd` on x86-64: the second operand
 /// unless the first is larger).
 #[inline(always)]
@@ -175,7 +166,7 @@ impl Stage {
     fn new(c: LaneCoefficients) -> Self {
         Self {
             coeffs: c,
-            step: ZERO_COEFFS,
+            step: LaneCoefficients::ZERO,
             target: c,
             ramping: false,
             s1: [0.0; 2],
@@ -189,16 +180,7 @@ impl Stage {
     /// current coefficients, which then stay exactly as they are).
     #[inline(always)]
     fn ramp_to(&mut self, target: LaneCoefficients) {
-        let inv = 1.0 / SEG as f64;
-        let d = |t: Lanes, c: Lanes| [(t[0] - c[0]) * inv, (t[1] - c[1]) * inv];
-        let c = &self.coeffs;
-        self.step = LaneCoefficients {
-            b0: d(target.b0, c.b0),
-            c1: d(target.c1, c.c1),
-            c2: d(target.c2, c.c2),
-            a1: d(target.a1, c.a1),
-            a2: d(target.a2, c.a2),
-        };
+        self.step = self.coeffs.ramp_step(&target, SEG as u32);
         self.target = target;
         self.ramping = true;
     }
@@ -207,7 +189,7 @@ impl Stage {
     #[inline(always)]
     fn land(&mut self) {
         self.coeffs = self.target;
-        self.step = ZERO_COEFFS;
+        self.step = LaneCoefficients::ZERO;
         self.ramping = false;
     }
 
@@ -870,7 +852,7 @@ impl DynamicEq {
         self.end_segments::<FMA>(completed, &mut gains[1..]);
         // New designs only where the gain changes (`ramps[k]`: segment k ramps to
         // `designs[k]`; never for k = 0 when that segment started before this part).
-        let mut designs = [ZERO_COEFFS; MAX_SEGS];
+        let mut designs = [LaneCoefficients::ZERO; MAX_SEGS];
         let mut ramps = [false; MAX_SEGS];
         let first = if pos0 == 0 { 0 } else { 1 };
         for k in first..touched {

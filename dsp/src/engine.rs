@@ -16,7 +16,8 @@ use crate::master::MasterChain;
 use crate::meter_bank::StemMeterBank;
 use crate::meters::PublishedMeters;
 use crate::settings::{
-    CompKey, EngineSettings, MainInputRole, MasterSettings, MonitorSource, StemSettings,
+    CompKey, CompressorSettings, EngineSettings, MainInputRole, MasterSettings, MonitorSource,
+    StemSettings,
 };
 use crate::smoother::Smoother;
 use crate::stem::StemChain;
@@ -642,7 +643,7 @@ impl Engine {
 /// Whether any enabled compressor of the first stems or the enabled master glue listens to the
 /// mix key.
 pub(crate) fn is_keyed(stems: &[StemSettings], master: &MasterSettings) -> bool {
-    let listens = |c: &crate::settings::CompressorSettings| c.enabled && c.key == CompKey::Mix;
+    let listens = |c: &CompressorSettings| c.enabled && c.key == CompKey::Mix;
     stems.iter().any(|s| listens(&s.comp)) || listens(&master.glue)
 }
 

@@ -451,15 +451,20 @@ mod tests {
     fn activated(layout: usize) -> (Stembus, Host) {
         let mut plugin = Stembus::default();
         let mut host = Host::new();
+        activate_at(&mut plugin, &mut host, layout, RATE);
+        (plugin, host)
+    }
+
+    /// (Re-)activates `plugin` with audio layout `layout` at `sample_rate`, then resets it.
+    fn activate_at(plugin: &mut Stembus, host: &mut Host, layout: usize, sample_rate: f32) {
         let config = BufferConfig {
-            sample_rate: RATE,
+            sample_rate,
             min_buffer_size: None,
             max_buffer_size: MAX_BLOCK as u32,
             process_mode: nice_plug::prelude::ProcessMode::Realtime,
         };
-        assert!(plugin.activate(&Stembus::AUDIO_IO_LAYOUTS[layout], &config, &mut host));
+        assert!(plugin.activate(&Stembus::AUDIO_IO_LAYOUTS[layout], &config, host));
         plugin.reset();
-        (plugin, host)
     }
 
     /// Runs the plugin over whole signals in blocks of `block` frames. `main` is the main input;
@@ -593,14 +598,7 @@ mod tests {
         assert!((first + 12.04).abs() < 0.1, "first engine: {first} dBFS");
         // The host re-activates (e.g. a new sample rate): the new engine publishes into the
         // holder a reader already has.
-        let config = BufferConfig {
-            sample_rate: 2.0 * RATE,
-            min_buffer_size: None,
-            max_buffer_size: MAX_BLOCK as u32,
-            process_mode: nice_plug::prelude::ProcessMode::Realtime,
-        };
-        assert!(plugin.activate(&Stembus::AUDIO_IO_LAYOUTS[0], &config, &mut host));
-        plugin.reset();
+        activate_at(&mut plugin, &mut host, 0, 2.0 * RATE);
         assert!(Arc::ptr_eq(&holder, plugin.meters()));
         let stems = vec![impulse(len, 5, 0.5)];
         run(
