@@ -7,7 +7,8 @@
 //!   assertions and nice-plug's `assert_process_allocs` (the process fails loudly when the
 //!   audio thread allocates), built in their own target directory so they never replace the
 //!   release bundles: `target/checked/bundled/stembus.{clap,vst3}`. The host tests use these.
-//! - `cargo xtask install [stembus] [--checked]`: copies the built bundles into the user's
+//! - `cargo xtask install [stembus] [--checked]`: copies the built bundles (from cargo's target
+//!   directory, so also with `CARGO_TARGET_DIR` set, or `target/checked`) into the user's
 //!   plugin folders: `~/.clap` and `~/.vst3` on Linux, `~/Library/Audio/Plug-Ins/{CLAP,VST3}` on
 //!   macOS, `%COMMONPROGRAMFILES%\{CLAP,VST3}` on Windows.
 
@@ -91,13 +92,14 @@ fn install(args: &[String]) -> nice_plug_xtask::Result<()> {
         }
     }
     nice_plug_xtask::chdir_workspace_root()?;
-    let bundled = env::current_dir()?
-        .join(if checked {
-            CHECKED_TARGET_DIR
-        } else {
-            "target"
-        })
-        .join("bundled");
+    let target_dir = if checked {
+        env::current_dir()?.join(CHECKED_TARGET_DIR)
+    } else {
+        // Where `cargo xtask bundle` put them: cargo's target directory (which follows
+        // `CARGO_TARGET_DIR` and the cargo configuration), as nice_plug_xtask resolves it.
+        cargo_target_dir()?
+    };
+    let bundled = target_dir.join("bundled");
     let (clap_dir, vst3_dir) = plugin_dirs()?;
     for (extension, dest_dir) in [("clap", clap_dir), ("vst3", vst3_dir)] {
         let source = bundled.join(format!("{package}.{extension}"));
@@ -115,6 +117,26 @@ fn install(args: &[String]) -> nice_plug_xtask::Result<()> {
         eprintln!("Installed {} -> {}", source.display(), dest.display());
     }
     Ok(())
+}
+
+/// Cargo's target directory for this workspace, from `cargo metadata`.
+fn cargo_target_dir() -> io::Result<PathBuf> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["metadata", "--no-deps", "--format-version", "1"])
+        .output()?;
+    if !out.status.success() {
+        return Err(error(format!(
+            "cargo metadata failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| error(format!("cargo metadata gave no JSON: {e}")))?;
+    metadata["target_directory"]
+        .as_str()
+        .map(PathBuf::from)
+        .ok_or_else(|| error("cargo metadata gave no target directory".to_owned()))
 }
 
 /// The user's CLAP and VST3 plugin folders for this operating system.
