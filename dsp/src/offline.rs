@@ -28,6 +28,17 @@ pub struct StemMix {
     pub key: Option<[Vec<f32>; 2]>,
 }
 
+/// Frames of the stem sum handed to the consumer of [`render_stems_with`] at a time (a
+/// whole number of engine chunks).
+pub const SEGMENT: usize = 64 * CHUNK;
+
+/// What [`render_stems_with`] hands each finished piece of the stem sum to: the frame it starts
+/// at, the sum (left, right) and the mix key over the same frames (if there is one).
+pub type SumSink<'a> = dyn FnMut(usize, [&[f32]; 2], Option<[&[f32]; 2]>) + 'a;
+
+/// Stem-group segments that may wait for the consumer before a group thread blocks.
+const SEGMENT_QUEUE: usize = 8;
+
 /// Runs the stem stage of an engine with `num_stems` slots (1–8, clamped) over `frames` frames
 /// (inputs shorter than that are padded with silence, so `frames` may include the engine's
 /// latency tail). `stems[i]` is slot `i` (`None` or missing: silence); `main` is the main input,
@@ -41,6 +52,38 @@ pub fn render_stems(
     settings: &EngineSettings,
     frames: usize,
     parallel: bool,
+) -> StemMix {
+    render_stems_with(
+        sample_rate,
+        num_stems,
+        stems,
+        main,
+        settings,
+        frames,
+        parallel,
+        &mut |_, _, _| {},
+    )
+}
+
+/// [`render_stems`], handing the finished sum to `sink` as it grows: `sink(start, [left,
+/// right], key)` gets frames `start..start + left.len()` of [`StemMix::sum`] (and of
+/// [`StemMix::key`], if any), in order, in pieces of [`SEGMENT`] frames (the last one
+/// shorter), every frame once.
+///
+/// With `parallel`, both stem groups run on threads of their own and `sink` on the calling
+/// thread as soon as both groups have finished a segment, so whatever the caller does with the
+/// sum (the master stage of a first pass) overlaps the stem stage instead of following it.
+/// The sum is the same to the bit either way.
+#[allow(clippy::too_many_arguments)]
+pub fn render_stems_with(
+    sample_rate: f32,
+    num_stems: usize,
+    stems: &[Option<StereoIn<'_>>],
+    main: Option<StereoIn<'_>>,
+    settings: &EngineSettings,
+    frames: usize,
+    parallel: bool,
+    sink: &mut SumSink<'_>,
 ) -> StemMix {
     let sample_rate = sample_rate.clamp(SAMPLE_RATE_RANGE.0, SAMPLE_RATE_RANGE.1);
     let num_stems = num_stems.clamp(1, MAX_STEMS);
@@ -66,7 +109,8 @@ pub fn render_stems(
         key
     });
 
-    let render_group = |g: usize| -> [Vec<f32>; 2] {
+    // One stem group over the whole song, its sum handed to `emit` segment by segment.
+    let render_group = |g: usize, emit: &mut dyn FnMut(usize, [Vec<f32>; 2])| {
         let first = g * STEM_GROUP;
         let count = (num_stems - first).min(STEM_GROUP);
         let mut group = StemGroup::new(sample_rate, count);
@@ -75,60 +119,107 @@ pub fn render_stems(
         let mut audio = vec![[[0.0f32; CHUNK]; 2]; count];
         let mut chunk_sum = [[0.0f32; CHUNK]; 2];
         let silence = [0.0f32; CHUNK];
-        let mut out = [vec![0.0f32; frames], vec![0.0f32; frames]];
-        for start in (0..frames).step_by(CHUNK) {
-            let len = (frames - start).min(CHUNK);
-            for (i, stem) in audio.iter_mut().enumerate() {
-                for (ch, buf) in stem.iter_mut().enumerate() {
-                    copy_sanitized(input(first + i).map(|s| s[ch]), start, &mut buf[..len]);
+        for seg_start in (0..frames).step_by(SEGMENT) {
+            let seg_len = (frames - seg_start).min(SEGMENT);
+            let mut out = [Vec::with_capacity(seg_len), Vec::with_capacity(seg_len)];
+            for start in (seg_start..seg_start + seg_len).step_by(CHUNK) {
+                let len = (seg_start + seg_len - start).min(CHUNK);
+                for (i, stem) in audio.iter_mut().enumerate() {
+                    for (ch, buf) in stem.iter_mut().enumerate() {
+                        copy_sanitized(input(first + i).map(|s| s[ch]), start, &mut buf[..len]);
+                    }
+                }
+                let key_chunk = match &key {
+                    Some([kl, kr]) => [&kl[start..start + len], &kr[start..start + len]],
+                    None => [&silence[..len], &silence[..len]],
+                };
+                group.process(&mut audio, key_chunk, len, &mut chunk_sum, None);
+                for (o, s) in out.iter_mut().zip(&chunk_sum) {
+                    o.extend_from_slice(&s[..len]);
                 }
             }
-            let key_chunk = match &key {
-                Some([kl, kr]) => [&kl[start..start + len], &kr[start..start + len]],
-                None => [&silence[..len], &silence[..len]],
-            };
-            group.process(&mut audio, key_chunk, len, &mut chunk_sum, None);
-            for (o, s) in out.iter_mut().zip(&chunk_sum) {
-                o[start..start + len].copy_from_slice(&s[..len]);
+            emit(seg_start, out);
+        }
+    };
+
+    // The main input delayed by the stem latency (zeros first, as the engine's delay line
+    // gives them), sanitised, added to the processed sum when its role says so.
+    let add_main = settings.main_input == MainInputRole::AddToSum;
+    let main_latency = StemGroup::new(sample_rate, 1).latency_samples();
+    let mut sum = [vec![0.0f32; frames], vec![0.0f32; frames]];
+    // Group 0's segment plus group 1's (if any), then the main input, then to the sink.
+    let mut finish = |start: usize, a: &[Vec<f32>; 2], b: Option<&[Vec<f32>; 2]>| {
+        for (ch, s) in sum.iter_mut().enumerate() {
+            let out = &mut s[start..start + a[ch].len()];
+            match b {
+                Some(b) => {
+                    for ((o, x), y) in out.iter_mut().zip(&a[ch]).zip(&b[ch]) {
+                        *o = x + y;
+                    }
+                }
+                None => out.copy_from_slice(&a[ch]),
+            }
+            if add_main {
+                let src = main.map(|m| m[ch]).unwrap_or(&[]);
+                for (k, x) in out.iter_mut().enumerate() {
+                    let delayed = (start + k)
+                        .checked_sub(main_latency)
+                        .and_then(|k| src.get(k))
+                        .map_or(0.0, |&v| sanitize(v));
+                    *x += delayed;
+                }
             }
         }
-        out
+        let end = start + a[0].len();
+        sink(
+            start,
+            [&sum[0][start..end], &sum[1][start..end]],
+            key.as_ref().map(|[l, r]| [&l[start..end], &r[start..end]]),
+        );
     };
 
     let groups = num_stems.div_ceil(STEM_GROUP);
-    let mut sum = if groups == 1 {
-        render_group(0)
+    if parallel {
+        std::thread::scope(|scope| {
+            let spawn = |g: usize| {
+                let (tx, rx) = std::sync::mpsc::sync_channel(SEGMENT_QUEUE);
+                let render_group = &render_group;
+                let handle = scope.spawn(move || {
+                    // The receiver only goes away when the caller panics.
+                    render_group(g, &mut |start, seg| {
+                        let _ = tx.send((start, seg));
+                    });
+                });
+                (rx, handle)
+            };
+            let (rx0, first) = spawn(0);
+            let second = (groups > 1).then(|| spawn(1));
+            for (start, a) in rx0.iter() {
+                let b = second.as_ref().map(|(rx1, _)| rx1.recv());
+                match b {
+                    Some(Ok((start1, b))) => {
+                        debug_assert_eq!(start, start1);
+                        finish(start, &a, Some(&b));
+                    }
+                    // Group 1 stopped early: its panic is reported by `join` below.
+                    Some(Err(_)) => break,
+                    None => finish(start, &a, None),
+                }
+            }
+            for handle in std::iter::once(first).chain(second.map(|(_, h)| h)) {
+                handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            }
+        });
     } else {
-        let (mut a, b) = if parallel {
-            std::thread::scope(|scope| {
-                let second = scope.spawn(|| render_group(1));
-                let first = render_group(0);
-                (first, second.join().expect("stem group thread panicked"))
-            })
-        } else {
-            (render_group(0), render_group(1))
-        };
-        for (a, b) in a.iter_mut().zip(&b) {
-            for (x, y) in a.iter_mut().zip(b) {
-                *x += y;
-            }
+        let mut segments: [Vec<(usize, [Vec<f32>; 2])>; 2] = [Vec::new(), Vec::new()];
+        for (g, segs) in segments.iter_mut().enumerate().take(groups) {
+            render_group(g, &mut |start, seg| segs.push((start, seg)));
         }
-        a
-    };
-
-    if settings.main_input == MainInputRole::AddToSum {
-        // The main input delayed by the stem latency (zeros first, as the engine's delay line
-        // gives them), sanitised, added to the processed sum.
-        let latency = StemGroup::new(sample_rate, 1).latency_samples();
-        for (ch, s) in sum.iter_mut().enumerate() {
-            let src = main.map(|m| m[ch]).unwrap_or(&[]);
-            for (n, x) in s.iter_mut().enumerate() {
-                let delayed = n
-                    .checked_sub(latency)
-                    .and_then(|k| src.get(k))
-                    .map_or(0.0, |&v| sanitize(v));
-                *x += delayed;
-            }
+        let [a, b] = segments;
+        for (i, (start, a)) in a.iter().enumerate() {
+            finish(*start, a, b.get(i).map(|(_, b)| b));
         }
     }
     StemMix { sum, key }

@@ -565,14 +565,15 @@ fn busy_settings(keyed: bool, solo: bool) -> EngineSettings {
 
 #[test]
 fn offline_stages_match_the_engine_bit_for_bit() {
-    use stembus_dsp::offline::{MasterRender, render_stems};
+    use stembus_dsp::offline::{MasterRender, SEGMENT, render_stems_with};
     for (num, keyed, solo, parallel) in [
         (6, true, false, true),
         (3, false, false, false),
         (8, false, true, true),
         (5, true, true, false),
     ] {
-        let frames = 9000;
+        // More than two segments, the last one shorter.
+        let frames = 2 * SEGMENT + 1234;
         let stems = make_stems(num, frames, 0.5, 7 + num as u32);
         let main = make_stems(1, frames, 0.2, 99).remove(0);
         let settings = busy_settings(keyed, solo);
@@ -584,7 +585,10 @@ fn offline_stages_match_the_engine_bit_for_bit() {
 
         let ins: Vec<Option<StereoIn>> =
             stems.iter().map(|s| Some([&s[0][..], &s[1][..]])).collect();
-        let mix = render_stems(
+        // What the sink is handed, in order, piece by piece.
+        let mut streamed: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
+        let mut pieces = 0;
+        let mix = render_stems_with(
             48_000.0,
             num,
             &ins,
@@ -592,8 +596,21 @@ fn offline_stages_match_the_engine_bit_for_bit() {
             &settings,
             frames,
             parallel,
+            &mut |start, [l, r], key| {
+                assert_eq!(start, streamed[0].len(), "pieces in order, none left out");
+                assert_eq!(l.len(), r.len());
+                assert_eq!(key.is_some(), keyed);
+                if let Some([kl, kr]) = key {
+                    assert_eq!((kl.len(), kr.len()), (l.len(), r.len()));
+                }
+                streamed[0].extend_from_slice(l);
+                streamed[1].extend_from_slice(r);
+                pieces += 1;
+            },
         );
         assert_eq!(mix.key.is_some(), keyed);
+        assert_eq!(pieces, frames.div_ceil(SEGMENT));
+        assert!(streamed == mix.sum, "the streamed sum is the returned sum");
         let mut master = MasterRender::new(48_000.0, num, &settings);
         assert_eq!(master.latency_samples(), engine.latency_samples());
         let [mut left, mut right] = mix.sum;
