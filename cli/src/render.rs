@@ -29,8 +29,11 @@ use stembus_dsp::settings::{EngineSettings, MonitorSource};
 use crate::error::{CliError, Result};
 use crate::measure::{Measurement, Measurer};
 
-/// Finished master blocks (10 ms each) that may wait for the meter thread.
-const MEASURE_QUEUE_BLOCKS: usize = 256;
+/// Master blocks (10 ms each) handed to the meter thread at a time, at most.
+const MEASURE_BATCH_BLOCKS: usize = 16;
+
+/// Batches of finished master blocks that may wait for the meter thread.
+const MEASURE_QUEUE_BATCHES: usize = 32;
 
 /// The search stops when the integrated loudness is this close to the target, LU.
 pub const LOUDNESS_TOLERANCE_LU: f32 = 0.05;
@@ -213,7 +216,7 @@ enum Key<'a> {
 /// The master stage of one pass: `source` calls its argument with consecutive pieces of the
 /// stem sum (and of the mix key with [`Key::Streamed`]) from the start of the song; frames it
 /// does not deliver are silence. The master runs in 10 ms blocks as soon as a block's frames
-/// are there, and the finished blocks go to the meter on a second thread.
+/// are there, and the finished blocks go to the meter on a second thread (a batch at a time).
 fn master_pass<R>(
     input: &RenderInput,
     settings: &EngineSettings,
@@ -244,7 +247,7 @@ fn master_pass<R>(
     // The unprocessed rest of the buffers; each finished block is handed to the meter.
     let (mut rest_l, mut rest_r) = (&mut left[..], &mut right[..]);
     let (measurement, result) = std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(&[f32], &[f32])>(MEASURE_QUEUE_BLOCKS);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(&[f32], &[f32])>(MEASURE_QUEUE_BATCHES);
         let meter = scope.spawn(move || {
             let mut m = Measurer::new(sr, true, input.frames);
             for (l, r) in rx {
@@ -272,38 +275,52 @@ fn master_pass<R>(
                 None => filled = total,
             }
             while start < total && (start + block <= filled || filled == total) {
-                let end = (start + block).min(total);
-                let (bl, tl) = std::mem::take(&mut rest_l).split_at_mut(end - start);
-                let (br, tr) = std::mem::take(&mut rest_r).split_at_mut(end - start);
+                // The blocks that can run now (at most a batch), split off together and
+                // handed to the meter together: fewer hand-overs, fewer thread wake-ups.
+                let ready = if filled == total {
+                    total
+                } else {
+                    start + (filled - start) / block * block
+                };
+                let batch_end = ready.min(start + MEASURE_BATCH_BLOCKS * block);
+                let (batch_l, tl) = std::mem::take(&mut rest_l).split_at_mut(batch_end - start);
+                let (batch_r, tr) = std::mem::take(&mut rest_r).split_at_mut(batch_end - start);
                 (rest_l, rest_r) = (tl, tr);
-                let key = match key {
-                    Key::Whole(k) => k.as_ref(),
-                    Key::Streamed => key_buf.as_ref(),
-                }
-                .map(|[l, r]| [sub(l, start, end), sub(r, start, end)]);
-                master.process(bl, br, key);
-                let block_max = master.take_max_limiter_gain_reduction_db().max(0.0);
-                if end > latency {
-                    // Gain reduction of audio that ends up in the master (the first
-                    // `latency` frames out of the engine are its start-up delay).
-                    let current = master.limiter_gain_reduction_db().max(0.0);
-                    gr_max = gr_max.max(block_max);
-                    gr_sum += f64::from(current);
-                    gr_count += 1;
-                    series_max = series_max.max(block_max);
-                    let out_end = end - latency;
-                    while out_end >= next_boundary && next_boundary <= input.frames {
-                        gr_series.push(series_max);
-                        series_max = 0.0;
-                        next_boundary += series_len;
+                let mut block_start = start;
+                for (bl, br) in batch_l.chunks_mut(block).zip(batch_r.chunks_mut(block)) {
+                    let end = block_start + bl.len();
+                    let key = match key {
+                        Key::Whole(k) => k.as_ref(),
+                        Key::Streamed => key_buf.as_ref(),
                     }
+                    .map(|[l, r]| [sub(l, block_start, end), sub(r, block_start, end)]);
+                    master.process(bl, br, key);
+                    let block_max = master.take_max_limiter_gain_reduction_db().max(0.0);
+                    if end > latency {
+                        // Gain reduction of audio that ends up in the master (the first
+                        // `latency` frames out of the engine are its start-up delay).
+                        let current = master.limiter_gain_reduction_db().max(0.0);
+                        gr_max = gr_max.max(block_max);
+                        gr_sum += f64::from(current);
+                        gr_count += 1;
+                        series_max = series_max.max(block_max);
+                        let out_end = end - latency;
+                        while out_end >= next_boundary && next_boundary <= input.frames {
+                            gr_series.push(series_max);
+                            series_max = 0.0;
+                            next_boundary += series_len;
+                        }
+                    }
+                    block_start = end;
+                }
+                if batch_end > latency {
                     let skip = latency.saturating_sub(start);
-                    let (bl, br): (&[f32], &[f32]) = (bl, br);
+                    let (bl, br): (&[f32], &[f32]) = (batch_l, batch_r);
                     // The meter only stops early by panicking, which `join` reports below.
                     let _ = tx.send((&bl[skip..], &br[skip..]));
                 }
-                bar.inc((end - start) as u64);
-                start = end;
+                bar.inc((batch_end - start) as u64);
+                start = batch_end;
             }
         };
         let result = source(&mut |sum, key| step(Some((sum, key))));
