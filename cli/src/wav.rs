@@ -652,28 +652,35 @@ impl Encoder {
                 }
             }
             OutputFormat::Pcm24 => {
-                // Rounded, no dither.
+                // Rounded, no dither. In tiles: the quantisation (and the values a reader will
+                // decode) as plain loops over arrays, which vectorise, then the byte packing.
                 const SCALE: f32 = 8_388_608.0;
+                const TILE: usize = 256;
                 let q = |x: f32| round_clamped(x * SCALE, -SCALE, SCALE - 1.0);
                 let start = out.len();
                 out.resize(start + frames * 6, 0);
-                let bytes = out[start..].chunks_exact_mut(6);
-                match decoded {
-                    None => {
-                        for ((o, &l), &r) in bytes.zip(left).zip(right) {
-                            o[..3].copy_from_slice(&q(l).to_le_bytes()[..3]);
-                            o[3..].copy_from_slice(&q(r).to_le_bytes()[..3]);
-                        }
+                let mut decoded = decoded;
+                let tiles = out[start..]
+                    .chunks_mut(6 * TILE)
+                    .zip(left.chunks(TILE))
+                    .zip(right.chunks(TILE));
+                for ((bytes, l), r) in tiles {
+                    let (mut ql, mut qr) = ([0i32; TILE], [0i32; TILE]);
+                    let (ql, qr) = (&mut ql[..l.len()], &mut qr[..r.len()]);
+                    for (o, &x) in ql.iter_mut().zip(l) {
+                        *o = q(x);
                     }
-                    Some([dl, dr]) => {
-                        for ((o, &l), &r) in bytes.zip(left).zip(right) {
-                            let (a, b) = (q(l), q(r));
-                            o[..3].copy_from_slice(&a.to_le_bytes()[..3]);
-                            o[3..].copy_from_slice(&b.to_le_bytes()[..3]);
-                            // As `decode_wav` reads it: an exact power-of-two scale.
-                            dl.push(a as f32 / SCALE);
-                            dr.push(b as f32 / SCALE);
-                        }
+                    for (o, &x) in qr.iter_mut().zip(r) {
+                        *o = q(x);
+                    }
+                    for ((o, a), b) in bytes.chunks_exact_mut(6).zip(&*ql).zip(&*qr) {
+                        o[..3].copy_from_slice(&a.to_le_bytes()[..3]);
+                        o[3..].copy_from_slice(&b.to_le_bytes()[..3]);
+                    }
+                    if let Some([dl, dr]) = decoded.as_deref_mut() {
+                        // As `decode_wav` reads it: an exact power-of-two scale.
+                        dl.extend(ql.iter().map(|&a| a as f32 / SCALE));
+                        dr.extend(qr.iter().map(|&b| b as f32 / SCALE));
                     }
                 }
             }
