@@ -52,19 +52,33 @@
 //! 2·fs) and 34 (down 1, at 2·fs): 60 samples at 2·fs = 30 base samples (checked by a test:
 //! the impulse response is symmetric about sample 30).
 //!
-//! **Cost** per base sample and channel: 22 + 12 + 14 + 69 = 117 multiply-adds and four calls
-//! of the non-linearity (the previous 4× chain, designed for ≥ 79 dB, took 253). The work is
-//! done on tiles of [`MAX_BLOCK`] base samples, pass by pass (up 1, up 2, the non-linearity,
-//! down 2, down 1), in vectors of eight consecutive frames of one stream (`F32x8`: plain
-//! arrays, or one AVX register when the caller runs `Oversampler4x::process_tile` inside a
-//! function compiled for AVX2 and FMA, after
+//! **Cost** per base sample and channel: 22 + 12 + 14 + 69 = 117 taps and four calls of the
+//! non-linearity (the previous 4× chain, designed for ≥ 79 dB, took 253). Every filter is
+//! linear-phase, so its taps come in equal pairs: the two inputs of a pair are added first
+//! and multiplied once (11 + 6 + 8 + 35 = 60 multiply-adds and 57 additions, which run on
+//! other pipes). The work is done on tiles of [`MAX_BLOCK`] base samples, pass by pass (up 1,
+//! up 2, the non-linearity, down 2, down 1), in vectors of eight consecutive frames of one
+//! stream (`F32x8`: plain arrays, or one AVX register when the caller runs
+//! `Oversampler4x::process_tile` inside a function compiled for AVX2 and FMA, after
 //! [`avx2_fma_available`](crate::util::avx2_fma_available), as the saturation does). The long
-//! FIRs (up 1, down 1) keep a whole tile of outputs in registers and load each input vector
-//! once for several taps (see `fir_rows`): on the development machine (AMD Zen 3, AVX2) they
-//! then run at about the rate of its two multiply-add pipes. The input is kept
-//! ([`HISTORY`] samples) so that the caller gets it back delayed by [`LATENCY`], aligned with
-//! the output (the dry path), and can rebuild the state from it.
+//! FIRs (up 1, down 1) keep four vectors of outputs in registers and load each input vector
+//! once for several pairs (see `sym_run`). The input is kept ([`HISTORY`] samples) so that
+//! the caller gets it back delayed by [`LATENCY`], aligned with the output (the dry path),
+//! and can rebuild the state from it.
+//!
+//! Measured (session 4, AMD Zen 3, AVX2 build, 8 stems × stereo at drive 6 dB in 128-frame
+//! chunks, old and new build alternating in one process, best of 15): the pairs ≈ 1.07× on
+//! the whole saturation, the output mixed straight from the registers of the last filter (no
+//! copies of the wet and dry tiles) ≈ 1.02×, tiles of 128 frames instead of 64 (half the
+//! per-tile line shifts and set-up) ≈ 1.06×; with the curve's drive folded into its clamp
+//! (`crate::saturation`) ≈ 1.2× in all (9.5 → 8.0 ns per stereo frame). What did not pay:
+//! eight accumulators per filter with pairs (more registers than there are: spills), a
+//! reciprocal estimate with a Newton step instead of the curve's division (the curve is bound
+//! by its multiply-adds, not the divider), and the two channels' passes interleaved (the
+//! compiler then lost the constant-size copies).
 //! Allocation-free after `new`.
+
+use crate::util::sanitize;
 
 /// Oversampling factor.
 pub const FACTOR: usize = 4;
@@ -73,7 +87,7 @@ pub const FACTOR: usize = 4;
 pub const LATENCY: usize = 30;
 
 /// Base-rate frames per tile (the filters always compute whole tiles).
-pub const MAX_BLOCK: usize = 64;
+pub const MAX_BLOCK: usize = 128;
 
 /// One value per base-rate frame of a tile.
 pub type Tile = [f32; MAX_BLOCK];
@@ -222,14 +236,11 @@ const UP1: [f32; 2 * UP1_K] = mirrored(&UP1_HALF, 2.0);
 const HB2: [f32; 2 * HB2_K] = mirrored(&HB2_HALF, 1.0);
 /// Stage 2 side taps doubled, for the interpolator.
 const HB2_X2: [f32; 2 * HB2_K] = mirrored(&HB2_HALF, 2.0);
-/// `2·b_{2i}`: up 2, taps on the stream of the same parity.
+/// `2·b_{2i}`: up 2, taps on the stream of the same parity. (The taps on the other stream,
+/// `b_{2i+1} = b_{4−2i}`, are the same in reverse order: `HB2` is symmetric by construction.)
 const UP2_SAME: [f32; HB2_K] = branch(&HB2_X2, 0);
-/// `2·b_{2i+1}`: up 2, taps on the other stream.
-const UP2_OTHER: [f32; HB2_K] = branch(&HB2_X2, 1);
 /// `b_{2i}`: down 2, taps on the stream of the same parity.
 const DOWN2_SAME: [f32; HB2_K] = branch(&HB2, 0);
-/// `b_{2i+1}`: down 2, taps on the other stream.
-const DOWN2_OTHER: [f32; HB2_K] = branch(&HB2, 1);
 /// Down 1, all taps.
 const DOWN1: [f32; DOWN1_LEN] = mirrored(&DOWN1_HALF, 1.0);
 /// `d_{2j}`, `j < 35`: down 1 on `uₑ`.
@@ -237,24 +248,11 @@ const DOWN1_EVEN: [f32; DOWN1_LEN.div_ceil(2)] = branch(&DOWN1, 0);
 /// `d_{2j+1}`, `j < 34`: down 1 on `uₒ`.
 const DOWN1_ODD: [f32; DOWN1_LEN / 2] = branch(&DOWN1, 1);
 
-/// Up 1 for [`fir`]: 6 residues of 3 taps, 2 of 2.
-const UP1_FIR: BlockedFir<{ 2 * UP1_K }, 3, 2> = BlockedFir::new(&UP1, 0);
-/// Down 1 on `uₑ` for [`fir`]: taps 0..32 (4 per residue), then 32..35 (1 per residue).
-const DOWN1_EVEN_FIR: (BlockedFir<35, 4, 3>, BlockedFir<35, 1, 0>) = (
-    BlockedFir::new(&DOWN1_EVEN, 0),
-    BlockedFir::new(&DOWN1_EVEN, 32),
-);
-/// Down 1 on `uₒ` for [`fir`]: taps 0..32, then 32..34.
-const DOWN1_ODD_FIR: (BlockedFir<34, 4, 3>, BlockedFir<34, 1, 0>) = (
-    BlockedFir::new(&DOWN1_ODD, 0),
-    BlockedFir::new(&DOWN1_ODD, 32),
-);
-
 /// Lanes per vector: the filters work on eight consecutive base-rate frames at a time.
 pub(crate) const LANES: usize = 8;
 
 /// Vectors per tile.
-const VECTORS: usize = MAX_BLOCK / LANES;
+pub(crate) const VECTORS: usize = MAX_BLOCK / LANES;
 
 const _: () = assert!(MAX_BLOCK.is_multiple_of(LANES));
 
@@ -264,9 +262,9 @@ const _: () = assert!(MAX_BLOCK.is_multiple_of(LANES));
 /// multiply-adds), used only inside functions compiled with those features after the run-time
 /// check ([`avx2_fma_available`](crate::util::avx2_fma_available)).
 ///
-/// Why a hand-written vector type: the filters keep a whole tile of outputs (eight vectors)
-/// in registers while they run over their taps, each input vector loaded once for several
-/// taps (see `fir_rows`), nothing stored until the end. Written as element-wise loops over a
+/// Why a hand-written vector type: the filters keep several vectors of outputs in registers
+/// while they run over their taps, each input vector loaded once for several taps (see
+/// `sym_run`), nothing stored until the end. Written as element-wise loops over a
 /// tile, the compiler instead reloads and stores the accumulators every few taps, and loads,
 /// not arithmetic, then bound the loop.
 pub(crate) trait F32x8: Copy {
@@ -405,117 +403,175 @@ pub(crate) fn lanes_mut(line: &mut [f32], i: usize) -> &mut [f32; LANES] {
     (&mut line[i..i + LANES]).try_into().expect("eight samples")
 }
 
-/// A FIR's taps from `first` on, regrouped for [`fir`]: by residue `r = (i − first) mod 8`,
-/// the `T` taps `first + r + 8t` of each residue `r < full`, the `TL = T − 1` of the others
-/// (all taps up to `first + 8T` or `N`, whichever is smaller).
-struct BlockedFir<const N: usize, const T: usize, const TL: usize> {
-    /// The first tap.
-    first: usize,
-    /// Residues with `T` taps: `r < full` (0..=8).
-    full: usize,
-    /// Row `r < full`: `c[first + r + 8t]`, `t < T`.
-    long: [[f32; T]; LANES],
-    /// Row `r ≥ full`: `c[first + r + 8t]`, `t < TL`.
-    short: [[f32; TL]; LANES],
-}
+/// A run of tap pairs of a symmetric FIR for [`sym_run`]: `(I, P)`, the taps `I + 8t`
+/// (`t < P`), each with its mirror `N − 1 − I − 8t`.
+type Run = (usize, usize);
 
-impl<const N: usize, const T: usize, const TL: usize> BlockedFir<N, T, TL> {
-    /// Regroups `c` from tap `first`.
-    const fn new(c: &[f32; N], first: usize) -> Self {
-        assert!(TL + 1 == T && T <= 4 && first + LANES * TL <= N);
-        let full = if N - first - LANES * TL < LANES {
-            N - first - LANES * TL
-        } else {
-            LANES
-        };
-        let mut plan = Self {
-            first,
-            full,
-            long: [[0.0; T]; LANES],
-            short: [[0.0; TL]; LANES],
-        };
-        let mut r = 0;
-        while r < LANES {
-            let mut t = 0;
-            while t < T {
-                if r < full {
-                    plan.long[r][t] = c[first + r + LANES * t];
-                } else if t < TL {
-                    plan.short[r][t] = c[first + r + LANES * t];
-                }
-                t += 1;
-            }
-            r += 1;
-        }
-        plan
-    }
-}
+/// Vectors per group: the symmetric FIRs work on four vectors (32 frames) of a tile at a
+/// time (four accumulators, four `low` and four `high` inputs in registers: with more, the
+/// compiler spills).
+const GROUP: usize = 4;
 
-/// Block FIR, `acc[k] += Σ_i c[i]·x[m − i]` over the taps of `plan`, for the eight vectors
-/// `k` of a tile, with `line[start + j]` holding `x[m]` for the tile's `j`-th frame `m`.
-/// `T ≤ 4` keeps every block in the sixteen AVX registers (eight accumulators, `T`
-/// coefficients, at most `T` input vectors in flight).
-#[inline(always)]
-fn fir<V: F32x8, const N: usize, const T: usize, const TL: usize>(
-    acc: &mut [V; VECTORS],
-    plan: &BlockedFir<N, T, TL>,
-    line: &[f32],
-    start: usize,
-) {
-    let window = &line[start + 1 - N..start + MAX_BLOCK];
-    fir_rows::<V, N, T>(acc, &plan.long[..plan.full], window, plan.first);
-    fir_rows::<V, N, TL>(
-        acc,
-        &plan.short[plan.full..],
-        window,
-        plan.first + plan.full,
-    );
-}
-
-/// The taps `i₀ + 8t` (`t < T`, coefficients `rows[j][t]`, `i₀ = first + j`) of [`fir`];
-/// `window[N − 1 + j]` holds `x[m]` of the tile's `j`-th frame.
+/// One run `(I, P)` of tap pairs of a symmetric FIR of `N` taps `c` (`c[i] = c[N − 1 − i]`),
+/// added to the four vectors of group `h` of the tile: `acc[k] += Σ_t c[I + 8t]·(x[m − I − 8t] +
+/// x[m − (N − 1 − I − 8t)])`, with `window[N − 1 + j]` holding `x[m]` of the tile's `j`-th
+/// frame (as for every FIR here).
 ///
-/// Tap `i` of vector `k` reads the eight samples starting `8k − i` after the tile's first,
-/// which is where tap `i + 8` of vector `k + 1` reads too. So with the `T` coefficients of a
-/// row in registers, each of the `T + 7` input vectors that start at `8q − i₀`
-/// (`q = −(T−1) … 7`) is loaded once and multiplied into every accumulator `k = q + t` it
-/// belongs to: `(2T + 7)/8T` loads per multiply-add (0.47 for `T = 4`) instead of `9/8` for
-/// one tap at a time. The loads — half of them straddling a cache line — are what bounds a
-/// plain FIR on this kind of core (AVX2: two loads and two multiply-adds per cycle). Every
-/// output sums its taps in one fixed order (row by row, `t` descending), whatever its place
-/// in the tile, so the result does not depend on how a signal is cut into blocks.
+/// Why: a linear-phase FIR has `c[i] = c[N − 1 − i]`, so adding the two inputs of a pair
+/// first halves the multiply-adds (two per cycle on the development machine, AMD Zen 3) and
+/// moves the other half to additions, which run on other pipes (Zen 3: two FP add pipes
+/// beside the two multiply-add pipes). Measured: ≈ 1.07× on the whole saturation (the
+/// filters were then no longer bound by their multiply-adds alone).
 ///
-/// The rows are a real loop (they go through `black_box`, which costs nothing): fully
-/// unrolled, the whole filter is one long block of straight-line code, and the compiler's
-/// scheduler then takes it accumulator by accumulator, keeping input vectors for later ones
-/// in stack slots — slower than loading each tap's input afresh.
+/// Loads: tap `i` of vector `k` reads the eight samples at `window[N − 1 + 8k − i]`, the
+/// mirror those at `window[8k + i]`. Tap `i + 8` of vector `k + 1` reads where tap `i` of
+/// vector `k` does, and the mirror of tap `i + 8` of vector `k` where that of tap `i` of
+/// vector `k + 1` does: so going from one pair of the run to the next, the inputs of the
+/// group shift by one vector and only two new ones are loaded (`8 + 2(P − 1)` loads for
+/// `4P` pairs). Every output adds its pairs in one fixed order (run by run, `t` ascending),
+/// whatever its place in the tile, so the result does not depend on how a signal is cut into
+/// blocks.
 #[inline(always)]
-fn fir_rows<V: F32x8, const N: usize, const T: usize>(
-    acc: &mut [V; VECTORS],
-    rows: &[[f32; T]],
+fn sym_run<V: F32x8, const N: usize, const I: usize, const P: usize>(
+    acc: &mut [V; GROUP],
+    c: &[f32; N],
     window: &[f32],
-    first: usize,
+    h: usize,
 ) {
-    if T == 0 {
-        return;
+    const { assert!(P >= 1 && I + LANES * (P - 1) < N) };
+    // Loads cannot move across this point (see `pass_barrier`): each run loads its inputs
+    // where it uses them, instead of the compiler hoisting them all and spilling.
+    std::hint::black_box(window.as_ptr());
+    let base = LANES * GROUP * h;
+    let window = &window[base..base + N - 1 + LANES * GROUP];
+    let at = |i: usize| V::load(lanes(window, i));
+    // `low[k]`: tap `I + 8t` of vector `k`; `high[k]`: its mirror.
+    let mut low = [V::splat(0.0); GROUP];
+    let mut high = [V::splat(0.0); GROUP];
+    for k in 0..GROUP {
+        low[k] = at(N - 1 + LANES * k - I);
+        high[k] = at(LANES * k + I);
     }
-    for (j, row) in std::hint::black_box(rows).iter().enumerate() {
-        // Input vector `u` (`q = u − (T − 1)`) starts at `N − 1 − i₀ + 8q` in `window`.
-        let base = N - 1 - (first + j) - LANES * (T - 1);
-        let inputs = &window[base..base + LANES * (T + VECTORS - 1)];
-        let mut coef = [V::splat(0.0); T];
-        for (c, &v) in coef.iter_mut().zip(row) {
-            *c = V::splat(v);
+    for t in 0..P {
+        let ct = V::splat(c[I + LANES * t]);
+        for k in 0..GROUP {
+            acc[k] = ct.mul_add(low[k].add(high[k]), acc[k]);
         }
-        for u in 0..T + VECTORS - 1 {
-            let w = V::load(lanes(inputs, LANES * u));
-            for t in (0..T).rev() {
-                if let Some(k) = (u + t).checked_sub(T - 1).filter(|&k| k < VECTORS) {
-                    acc[k] = coef[t].mul_add(w, acc[k]);
-                }
+        if t + 1 < P {
+            let i = I + LANES * (t + 1);
+            low = [at(N - 1 - i), low[0], low[1], low[2]];
+            high = [high[1], high[2], high[3], at(LANES * (GROUP - 1) + i)];
+        }
+    }
+}
+
+/// The centre tap `c[I]` (`I = (N − 1)/2`, odd `N`) of a symmetric FIR on group `h`
+/// (see [`sym_run`]).
+#[inline(always)]
+fn centre_tap<V: F32x8, const N: usize, const I: usize>(
+    acc: &mut [V; GROUP],
+    c: &[f32; N],
+    window: &[f32],
+    h: usize,
+) {
+    const { assert!(2 * I + 1 == N) };
+    let base = LANES * GROUP * h;
+    let ci = V::splat(c[I]);
+    for (k, a) in acc.iter_mut().enumerate() {
+        *a = ci.mul_add(V::load(lanes(window, base + LANES * k + I)), *a);
+    }
+}
+
+/// True if `runs` (see [`Run`]) visit every tap pair of a symmetric FIR of `n` taps exactly
+/// once (and never the centre tap of an odd `n`).
+const fn runs_cover_pairs(n: usize, runs: &[Run]) -> bool {
+    let mut hits = [0u32; 64];
+    let mut r = 0;
+    while r < runs.len() {
+        let (first, pairs) = runs[r];
+        let mut t = 0;
+        while t < pairs {
+            let i = first + LANES * t;
+            if i >= n || i == n - 1 - i {
+                return false;
             }
+            hits[i] += 1;
+            hits[n - 1 - i] += 1;
+            t += 1;
+        }
+        r += 1;
+    }
+    let mut i = 0;
+    while i < n {
+        let expected = if 2 * i + 1 == n { 0 } else { 1 };
+        if hits[i] != expected {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Up 1 (`N = 22`): the mirror of tap `i` is `21 − i`, so residue `r` (mod 8) pairs with
+/// `(5 − r) mod 8`; the runs start at taps 0, 1, 2 (three pairs each) and 6 (two).
+const UP1_RUNS: [Run; 4] = [(0, 3), (1, 3), (2, 3), (6, 2)];
+/// Down 1 on `uₑ` (`N = 35`, centre tap 17): residues pair as `r ↔ (2 − r) mod 8`; runs
+/// from 0 (five pairs), 1 (two), 3, 4 (four) and 5 (two).
+const DOWN1_EVEN_RUNS: [Run; 5] = [(0, 5), (1, 2), (3, 4), (4, 4), (5, 2)];
+/// Down 1 on `uₒ` (`N = 34`): residues pair as `r ↔ (1 − r) mod 8`; runs from 0 (five
+/// pairs), 2, 3 and 4 (four).
+const DOWN1_ODD_RUNS: [Run; 4] = [(0, 5), (2, 4), (3, 4), (4, 4)];
+
+const _: () = assert!(
+    runs_cover_pairs(2 * UP1_K, &UP1_RUNS)
+        && runs_cover_pairs(DOWN1_LEN.div_ceil(2), &DOWN1_EVEN_RUNS)
+        && runs_cover_pairs(DOWN1_LEN / 2, &DOWN1_ODD_RUNS)
+);
+
+/// Up 1 on the tile: `vₑ[m] = Σ_{j<22} 2a_j·x[m − j]`, written to the `vₑ` line.
+#[inline(always)]
+fn up1<V: F32x8>(x: &[f32], ve: &mut [f32]) {
+    const N: usize = 2 * UP1_K;
+    const R: [Run; 4] = UP1_RUNS;
+    let window = &x[X_HIST + 1 - N..X_HIST + MAX_BLOCK];
+    for h in 0..VECTORS / GROUP {
+        let mut acc = [V::splat(0.0); GROUP];
+        sym_run::<V, N, { R[0].0 }, { R[0].1 }>(&mut acc, &UP1, window, h);
+        sym_run::<V, N, { R[1].0 }, { R[1].1 }>(&mut acc, &UP1, window, h);
+        sym_run::<V, N, { R[2].0 }, { R[2].1 }>(&mut acc, &UP1, window, h);
+        sym_run::<V, N, { R[3].0 }, { R[3].1 }>(&mut acc, &UP1, window, h);
+        for (k, a) in acc.into_iter().enumerate() {
+            a.store(lanes_mut(ve, V_HIST + LANES * (GROUP * h + k)));
         }
     }
+}
+
+/// Down 1 on the tile: `y[m] = Σ_{j<35} d_{2j}·uₑ[m − j] + Σ_{j<34} d_{2j+1}·uₒ[m − 1 − j]`
+/// (both branches are symmetric themselves).
+#[inline(always)]
+fn down1<V: F32x8>(ue: &[f32], uo: &[f32]) -> [V; VECTORS] {
+    const E: usize = DOWN1_LEN.div_ceil(2);
+    const O: usize = DOWN1_LEN / 2;
+    const RE: [Run; 5] = DOWN1_EVEN_RUNS;
+    const RO: [Run; 4] = DOWN1_ODD_RUNS;
+    let we = &ue[U_HIST + 1 - E..U_HIST + MAX_BLOCK];
+    let wo = &uo[U_HIST - O..U_HIST - 1 + MAX_BLOCK];
+    let mut out = [V::splat(0.0); VECTORS];
+    for h in 0..VECTORS / GROUP {
+        let mut acc = [V::splat(0.0); GROUP];
+        sym_run::<V, E, { RE[0].0 }, { RE[0].1 }>(&mut acc, &DOWN1_EVEN, we, h);
+        sym_run::<V, E, { RE[1].0 }, { RE[1].1 }>(&mut acc, &DOWN1_EVEN, we, h);
+        sym_run::<V, E, { RE[2].0 }, { RE[2].1 }>(&mut acc, &DOWN1_EVEN, we, h);
+        sym_run::<V, E, { RE[3].0 }, { RE[3].1 }>(&mut acc, &DOWN1_EVEN, we, h);
+        sym_run::<V, E, { RE[4].0 }, { RE[4].1 }>(&mut acc, &DOWN1_EVEN, we, h);
+        centre_tap::<V, E, { E / 2 }>(&mut acc, &DOWN1_EVEN, we, h);
+        sym_run::<V, O, { RO[0].0 }, { RO[0].1 }>(&mut acc, &DOWN1_ODD, wo, h);
+        sym_run::<V, O, { RO[1].0 }, { RO[1].1 }>(&mut acc, &DOWN1_ODD, wo, h);
+        sym_run::<V, O, { RO[2].0 }, { RO[2].1 }>(&mut acc, &DOWN1_ODD, wo, h);
+        sym_run::<V, O, { RO[3].0 }, { RO[3].1 }>(&mut acc, &DOWN1_ODD, wo, h);
+        out[GROUP * h..GROUP * (h + 1)].copy_from_slice(&acc);
+    }
+    out
 }
 
 /// Keeps the compiler from moving the loads of one pass (a filter over a whole tile) into
@@ -634,7 +690,8 @@ impl Oversampler4x {
 
     /// Upsamples `input` 4×, lets `f` work on the oversampled signal and decimates the result
     /// into `output` (same length as `input`; extra samples of the longer one are ignored):
-    /// `output = ↓4(f(↑4 input))`, delayed by [`LATENCY`]. Portable build (no FMA).
+    /// `output = ↓4(f(↑4 input))`, delayed by [`LATENCY`], the input sanitised
+    /// ([`sanitize`]). Portable build (no FMA).
     ///
     /// `f(offset, phases)` is called once per tile of at most [`MAX_BLOCK`] base samples with
     /// the four phases of the oversampled signal: `phases[p][i]` is the sample at base time
@@ -650,9 +707,17 @@ impl Oversampler4x {
         let mut offset = 0;
         while offset < n {
             let len = (n - offset).min(MAX_BLOCK);
-            let out = self
-                .process_tile::<Portable>(&input[offset..offset + len], |phases| f(offset, phases));
-            output[offset..offset + len].copy_from_slice(&out.wet[..len]);
+            let io = &mut output[offset..offset + len];
+            io.copy_from_slice(&input[offset..offset + len]);
+            self.process_tile::<Portable>(
+                io,
+                |phases| f(offset, phases),
+                |wet, _, io| {
+                    let mut tile = [0.0; MAX_BLOCK];
+                    store_tile(&mut tile, 0, *wet);
+                    io.copy_from_slice(&tile[..io.len()]);
+                },
+            );
             offset += len;
         }
     }
@@ -664,55 +729,58 @@ impl Oversampler4x {
             .expect("the history")
     }
 
-    /// One tile (`min(input.len(), MAX_BLOCK)` samples) of [`Self::process`], with
-    /// `f(phases)`, in the vector type `V` (only use [`Avx2Fma`] from a function compiled for
-    /// AVX2 and FMA, after the run-time check). Returns whole tiles, of which the first `len`
-    /// frames are valid.
+    /// One tile (`len = min(io.len(), MAX_BLOCK)` samples) of [`Self::process`] in the
+    /// vector type `V` (only use [`Avx2Fma`] from a function compiled for AVX2 and FMA, after
+    /// the run-time check): the input `io[..len]` goes in (sanitised), `f(phases)` works on the
+    /// oversampled tile, then `finish(wet, dry, io)` gets the result as whole tiles, of which
+    /// the first `len` frames are valid: `wet[k]` holds frames `8k..8k + 8` of
+    /// `↓4(f(↑4 x))`, `dry` the input delayed by [`LATENCY`] (both aligned), and may write
+    /// `io[..len]`. (The result goes to a closure rather than being returned, so that it
+    /// stays in registers and the dry tile is read where it lies.)
     #[inline(always)]
     pub(crate) fn process_tile<V: F32x8>(
         &mut self,
-        input: &[f32],
+        io: &mut [f32],
         f: impl FnOnce([&mut Tile; 4]),
-    ) -> TileOut {
-        let len = input.len().min(MAX_BLOCK);
+        finish: impl FnOnce(&[V; VECTORS], &Tile, &mut [f32]),
+    ) {
+        let len = io.len().min(MAX_BLOCK);
         let lines = std::ptr::from_mut::<Lines>(&mut self.lines);
         let Lines { x, ve, s, ue, uo } = &mut *self.lines;
         // Samples past `len` in a line's block are stale (finite leftovers); they only feed
         // outputs past `len` (every output reads its own and older positions), which are
         // dropped.
         if len == MAX_BLOCK {
-            block_mut(x, X_HIST).copy_from_slice(&input[..MAX_BLOCK]);
+            let block = block_mut(x, X_HIST);
+            for (v, &u) in block.iter_mut().zip(&io[..MAX_BLOCK]) {
+                *v = sanitize(u);
+            }
         } else {
-            x[X_HIST..X_HIST + len].copy_from_slice(&input[..len]);
+            for (v, &u) in x[X_HIST..X_HIST + len].iter_mut().zip(&io[..len]) {
+                *v = sanitize(u);
+            }
         }
-        let dry = *delayed(x, X_HIST, LATENCY);
 
         // Up 1: fs → 2·fs.
-        let mut acc = [V::splat(0.0); VECTORS];
-        fir(&mut acc, &UP1_FIR, x, X_HIST);
-        store_tile(ve, V_HIST, acc);
+        up1::<V>(x, ve);
 
         pass_barrier(lines);
         // Up 2: 2·fs → 4·fs, straight into the phases the non-linearity works on.
         let [s0, s1, s2, s3] = s;
-        let (same, other) = (splat3::<V>(&UP2_SAME), splat3::<V>(&UP2_OTHER));
+        // The half-band's side taps are symmetric (`b_j = b_{5−j}`, so `b_{2i+1} = b_{4−2i}`):
+        // the two inputs sharing a coefficient are added first (see `sym_run`).
+        let c = splat3::<V>(&UP2_SAME);
         for k in 0..VECTORS {
             let m = LANES * k;
             // `vₑ[m − back]` and `vₒ[m − back] = x[m − 10 − back]` for the vector's frames.
             let e = |back: usize| V::load(lanes(ve, V_HIST + m - back));
             let o = |back: usize| V::load(lanes(x, X_HIST + m - VO_DELAY - back));
-            let w0 = same[0].mul(e(0));
-            let w0 = same[1].mul_add(e(1), w0);
-            let w0 = same[2].mul_add(e(2), w0);
-            let w0 = other[0].mul_add(o(1), w0);
-            let w0 = other[1].mul_add(o(2), w0);
-            let w0 = other[2].mul_add(o(3), w0);
-            let w2 = same[0].mul(o(0));
-            let w2 = same[1].mul_add(o(1), w2);
-            let w2 = same[2].mul_add(o(2), w2);
-            let w2 = other[0].mul_add(e(0), w2);
-            let w2 = other[1].mul_add(e(1), w2);
-            let w2 = other[2].mul_add(e(2), w2);
+            let w0 = c[0].mul(e(0).add(o(3)));
+            let w0 = c[1].mul_add(e(1).add(o(2)), w0);
+            let w0 = c[2].mul_add(e(2).add(o(1)), w0);
+            let w2 = c[0].mul(o(0).add(e(2)));
+            let w2 = c[1].mul_add(o(1).add(e(1)), w2);
+            let w2 = c[2].mul_add(o(2).add(e(0)), w2);
             w0.store(lanes_mut(s0, S_HIST + m));
             e(1).store(lanes_mut(s1, S_HIST + m));
             w2.store(lanes_mut(s2, S_HIST + m));
@@ -728,27 +796,18 @@ impl Oversampler4x {
 
         pass_barrier(lines);
         // Down 2: 4·fs → 2·fs.
-        let (same, other, half) = (
-            splat3::<V>(&DOWN2_SAME),
-            splat3::<V>(&DOWN2_OTHER),
-            V::splat(0.5),
-        );
+        // Symmetric taps, inputs added first as in up 2.
+        let (c, half) = (splat3::<V>(&DOWN2_SAME), V::splat(0.5));
         for k in 0..VECTORS {
             let m = S_HIST + LANES * k;
             let p = |line: &[f32], back: usize| V::load(lanes(line, m - back));
-            let even = same[0].mul(p(s0, 0));
-            let even = same[1].mul_add(p(s0, 1), even);
-            let even = same[2].mul_add(p(s0, 2), even);
-            let even = other[0].mul_add(p(s2, 1), even);
-            let even = other[1].mul_add(p(s2, 2), even);
-            let even = other[2].mul_add(p(s2, 3), even);
+            let even = c[0].mul(p(s0, 0).add(p(s2, 3)));
+            let even = c[1].mul_add(p(s0, 1).add(p(s2, 2)), even);
+            let even = c[2].mul_add(p(s0, 2).add(p(s2, 1)), even);
             let even = half.mul_add(p(s3, 2), even);
-            let odd = same[0].mul(p(s2, 0));
-            let odd = same[1].mul_add(p(s2, 1), odd);
-            let odd = same[2].mul_add(p(s2, 2), odd);
-            let odd = other[0].mul_add(p(s0, 0), odd);
-            let odd = other[1].mul_add(p(s0, 1), odd);
-            let odd = other[2].mul_add(p(s0, 2), odd);
+            let odd = c[0].mul(p(s2, 0).add(p(s0, 2)));
+            let odd = c[1].mul_add(p(s2, 1).add(p(s0, 1)), odd);
+            let odd = c[2].mul_add(p(s2, 2).add(p(s0, 0)), odd);
             let odd = half.mul_add(p(s1, 1), odd);
             even.store(lanes_mut(ue, U_HIST + LANES * k));
             odd.store(lanes_mut(uo, U_HIST + LANES * k));
@@ -756,13 +815,8 @@ impl Oversampler4x {
 
         pass_barrier(lines);
         // Down 1: 2·fs → fs.
-        let mut acc = [V::splat(0.0); VECTORS];
-        fir(&mut acc, &DOWN1_EVEN_FIR.0, ue, U_HIST);
-        fir(&mut acc, &DOWN1_EVEN_FIR.1, ue, U_HIST);
-        fir(&mut acc, &DOWN1_ODD_FIR.0, uo, U_HIST - 1);
-        fir(&mut acc, &DOWN1_ODD_FIR.1, uo, U_HIST - 1);
-        let mut wet = [0.0f32; MAX_BLOCK];
-        store_tile(&mut wet, 0, acc);
+        let wet = down1::<V>(ue, uo);
+        finish(&wet, delayed(x, X_HIST, LATENCY), &mut io[..len]);
 
         // The newest history of every line.
         advance(x, X_HIST, len);
@@ -772,17 +826,7 @@ impl Oversampler4x {
         }
         advance(ue, U_HIST, len);
         advance(uo, U_HIST, len);
-        TileOut { wet, dry }
     }
-}
-
-/// What [`Oversampler4x::process_tile`] returns: whole tiles, of which the frames of the
-/// input are valid.
-pub(crate) struct TileOut {
-    /// `↓4(f(↑4 x))`, delayed by [`LATENCY`].
-    pub(crate) wet: Tile,
-    /// The input `x` delayed by [`LATENCY`], aligned with `wet`.
-    pub(crate) dry: Tile,
 }
 
 impl Default for Oversampler4x {
