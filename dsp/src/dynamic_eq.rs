@@ -35,19 +35,23 @@
 //! signal passes bit for bit. The bell's coefficients follow the envelope once per segment,
 //! i.e. with ≤ 16 samples of delay.
 //!
-//! **Cost: three passes per cell.** A segment's bell depends on the envelope at the end of the
+//! **Cost: passes per cell.** A segment's bell depends on the envelope at the end of the
 //! segment before it, and the envelope is a long chain of dependent operations (dot product,
 //! logarithm, gain computer, `exp2`, a division for the design: ≈ 130 cycles). Run once per
 //! segment between the per-sample loops (as an earlier version did), that chain, not the
 //! filters, set the pace. So while the detector is settled (frequency and Q still) the frames
-//! of a block's part of a [`GRID`] cell go through three passes: the detector over all of
-//! them (band powers), then the envelope of every segment they complete — the dot products,
+//! of a block's part of a [`GRID`] cell go through passes: the detector over all of them
+//! (band powers), then the envelope of every segment they complete — the dot products,
 //! logarithms and designs of the segments are independent of each other, only the mean square
 //! and the cut (one multiply-add and one maximum each) carry from segment to segment — and
 //! the bell's designs, then the bell over all of them. A segment whose bell gain stays put
 //! (the [`BELL_STEP_DB`] hysteresis: > 99 % of the segments on the engine bench) needs no
 //! design and no ramp: the bell runs with constant coefficients, several such segments in one
-//! loop (the same values as a ramp with zero increments).
+//! loop (the same values as a ramp with zero increments). So the bell runs speculatively in
+//! the detector's loop with the coefficients it has ([`detector_bell_pass`]: two independent
+//! latency-bound recursions in one loop cost little more than one); only from a segment that
+//! turns out to need a new design does it run again, from the state and input kept at that
+//! segment's start.
 //! The sections run in fused multiply-adds where the CPU has AVX2 and FMA (chosen at run time,
 //! as in `crate::compressor`). While the frequency or Q moves, or the band is switched off,
 //! the same steps run segment by segment; both give the same output bit for bit.
@@ -161,6 +165,9 @@ struct Stage {
     a2_prev: Lanes,
 }
 
+/// A [`Stage`]'s state between two samples: `[s1, s1_prev, c2x_prev, a2_prev]`.
+type StageState = [Lanes; 4];
+
 impl Stage {
     /// Settled at `c`, with a cleared state.
     fn new(c: LaneCoefficients) -> Self {
@@ -191,6 +198,18 @@ impl Stage {
         self.coeffs = self.target;
         self.step = LaneCoefficients::ZERO;
         self.ramping = false;
+    }
+
+    /// The state variables as a [`StageState`].
+    #[inline(always)]
+    fn snapshot(&self) -> StageState {
+        [self.s1, self.s1_prev, self.c2x_prev, self.a2_prev]
+    }
+
+    /// Puts back a [`Stage::snapshot`] (the coefficients are left as they are).
+    #[inline(always)]
+    fn restore(&mut self, s: &StageState) {
+        [self.s1, self.s1_prev, self.c2x_prev, self.a2_prev] = *s;
     }
 
     /// The state variables.
@@ -301,13 +320,62 @@ fn detector_pass<const FMA: bool, const RAMP: bool>(
     st.coeffs = c;
 }
 
+/// The detector and the bell (constant coefficients) in one loop over `buf`: the detector's
+/// squared band signal goes to `power`, the bell's output back to `buf`, and each input frame
+/// is kept in `saved`. The bell's state at the start of every segment after the first (the
+/// first ends after `first` frames, the others are [`SEG`] long) goes to `snaps[1..]`.
+///
+/// Why: the two sections are independent recursions, each bound by the latency of its one
+/// multiply-add per sample, so one loop runs both in about the time of one (and loads each
+/// frame once). The bell's coefficients of a segment are only known after the detector has
+/// run through the segment before it, so this loop runs the bell speculatively with the
+/// coefficients it has; where a segment turns out to need a new design (< 1 % of the segments
+/// on the engine bench) [`DynamicEq::process_passes`] puts back the snapshot and the saved
+/// input of that segment and runs the bell again from there. The operations per sample are
+/// those of [`detector_pass`] and [`bell_pass`], so the output is the same bit for bit.
+#[inline(always)]
+fn detector_bell_pass<const FMA: bool>(
+    det: &mut Stage,
+    bell: &mut Stage,
+    buf: &mut [Lanes],
+    power: &mut [Lanes],
+    saved: &mut [Lanes],
+    first: usize,
+    snaps: &mut [StageState; MAX_SEGS],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if FMA {
+        // SAFETY: `FMA` is only true inside functions compiled for AVX2 and FMA.
+        unsafe { fused::detector_bell_pass(det, bell, buf, power, saved, first, snaps) };
+        return;
+    }
+    let (dc, bc) = (det.coeffs, bell.coeffs);
+    let n = buf.len().min(power.len()).min(saved.len());
+    let (mut lo, mut hi, mut k) = (0, first.min(n), 0);
+    loop {
+        let frames = buf[lo..hi].iter_mut().zip(&mut power[lo..hi]);
+        for ((x, p), keep) in frames.zip(&mut saved[lo..hi]) {
+            *keep = *x;
+            let b = section_tick(&dc, det, *x);
+            *p = [b[0] * b[0], b[1] * b[1]];
+            *x = section_tick(&bc, bell, *x);
+        }
+        if hi >= n || k + 1 >= MAX_SEGS {
+            break;
+        }
+        k += 1;
+        snaps[k] = bell.snapshot();
+        (lo, hi) = (hi, (hi + SEG).min(n));
+    }
+}
+
 /// The loops of [`bell_pass`] and [`detector_pass`] in fused multiply-adds on 128-bit
 /// registers (one register per coefficient or state variable, both channels), written with
 /// intrinsics: left to itself the compiler packs the two independent state updates into one
 /// 256-bit operation, which puts lane shuffles on the loop-carried path.
 #[cfg(target_arch = "x86_64")]
 mod fused {
-    use super::{Lanes, Stage};
+    use super::{Lanes, MAX_SEGS, SEG, Stage, StageState};
     use std::arch::x86_64::*;
 
     /// Coefficients in registers.
@@ -427,6 +495,58 @@ mod fused {
         }
     }
 
+    /// [`super::detector_bell_pass`], fused.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn detector_bell_pass(
+        det: &mut Stage,
+        bell: &mut Stage,
+        buf: &mut [Lanes],
+        power: &mut [Lanes],
+        saved: &mut [Lanes],
+        first: usize,
+        snaps: &mut [StageState; MAX_SEGS],
+    ) {
+        // SAFETY: AVX2 and FMA are enabled; every access is in bounds of the slices.
+        unsafe {
+            let mut d = Run::begin(det);
+            let mut b = Run::begin(bell);
+            let n = buf.len().min(power.len()).min(saved.len());
+            let (mut lo, mut hi, mut k) = (0, first.min(n), 0);
+            loop {
+                let (xs, ps, ks) = (&mut buf[lo..hi], &mut power[lo..hi], &mut saved[lo..hi]);
+                let mut frame = |x: &mut Lanes, p: &mut Lanes, keep: &mut Lanes| {
+                    let v = load(x);
+                    store(keep, v);
+                    let y = d.tick::<false>(v);
+                    store(p, _mm_mul_pd(y, y));
+                    store(x, b.tick::<false>(v));
+                };
+                // Two frames per iteration: the state variables trade places without moves.
+                let pairs = xs.chunks_exact_mut(2).zip(ps.chunks_exact_mut(2));
+                for ((x, p), keep) in pairs.zip(ks.chunks_exact_mut(2)) {
+                    frame(&mut x[0], &mut p[0], &mut keep[0]);
+                    frame(&mut x[1], &mut p[1], &mut keep[1]);
+                }
+                if (hi - lo) % 2 == 1 {
+                    let t = hi - lo - 1;
+                    frame(&mut xs[t], &mut ps[t], &mut ks[t]);
+                }
+                if hi >= n || k + 1 >= MAX_SEGS {
+                    break;
+                }
+                k += 1;
+                let s = &mut snaps[k];
+                store(&mut s[0], b.s1);
+                store(&mut s[1], b.s1_prev);
+                store(&mut s[2], b.c2x_prev);
+                store(&mut s[3], b.a2_prev);
+                (lo, hi) = (hi, (hi + SEG).min(n));
+            }
+            d.end(det);
+            b.end(bell);
+        }
+    }
+
     /// [`super::detector_pass`], fused.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn detector_pass<const RAMP: bool>(
@@ -515,6 +635,9 @@ pub struct DynamicEq {
     bell_gain_db: f64,
     /// `[b_L², b_R²]` of each sample from the start of the current segment.
     power: [Lanes; SEG + GRID],
+    /// The input frames of the current part of a cell, kept by [`detector_bell_pass`] for a
+    /// bell that has to run again.
+    saved: [Lanes; GRID],
     /// Mean square of the band signal (linear power), at the last segment end.
     mean_square: f64,
     /// Smoothed cut in dB (positive), before the enable fade.
@@ -556,6 +679,7 @@ impl DynamicEq {
             bell: Stage::new(LaneCoefficients::IDENTITY),
             bell_gain_db: 0.0,
             power: [[0.0; 2]; SEG + GRID],
+            saved: [[0.0; 2]; GRID],
             mean_square: 0.0,
             cut_db: 0.0,
             seg_pos: 0,
@@ -829,17 +953,18 @@ impl DynamicEq {
         }
     }
 
-    /// The same computation in three passes over a part of a cell (see the module
-    /// documentation): the detector over every frame, the envelope of every segment completed
-    /// and the bell designs of every segment started, the bell over every frame. Used while
-    /// the detector is settled and the band is on.
+    /// The same computation in passes over a part of a cell (see the module documentation):
+    /// the detector over every frame (with the bell, speculatively: [`detector_bell_pass`]),
+    /// the envelope of every segment completed and the bell designs of every segment started,
+    /// the bell over the frames from the first segment that needs a new design (all of them
+    /// when the bell did not run with the detector). Used while the detector is settled and
+    /// the band is on.
     #[inline(always)]
     fn process_passes<const FMA: bool>(&mut self, buf: &mut [Lanes]) {
         let pos0 = self.seg_pos.min(SEG - 1);
         let n = buf.len().min(GRID);
         let buf = &mut buf[..n];
         let total = pos0 + n;
-        detector_pass::<FMA, false>(&mut self.detector, buf, &mut self.power[pos0..total]);
         // Segment k of this part (k = 0: the one `pos0` is in) covers `buf[start(k)..end(k)]`.
         let start = |k: usize| (SEG * k).saturating_sub(pos0);
         let end = |k: usize| (SEG * (k + 1) - pos0).min(n);
@@ -849,21 +974,48 @@ impl DynamicEq {
         // part, only used if it starts here).
         let mut gains = [0.0f64; MAX_SEGS];
         gains[0] = self.start_gain_db();
-        self.end_segments::<FMA>(completed, &mut gains[1..]);
         // New designs only where the gain changes (`ramps[k]`: segment k ramps to
         // `designs[k]`; never for k = 0 when that segment started before this part).
         let mut designs = [LaneCoefficients::ZERO; MAX_SEGS];
         let mut ramps = [false; MAX_SEGS];
-        let first = if pos0 == 0 { 0 } else { 1 };
-        for k in first..touched {
+        if pos0 == 0 && self.choose_bell_gain(gains[0], false) {
+            designs[0] = self.design_bell::<FMA>(self.bell_gain_db);
+            ramps[0] = true;
+        }
+        // The bell runs with the detector while its first segment keeps its coefficients.
+        let speculate = !ramps[0] && !self.bell.ramping;
+        let mut snaps = [[[0.0; 2]; 4]; MAX_SEGS];
+        let power = &mut self.power[pos0..total];
+        if speculate {
+            let saved = &mut self.saved[..n];
+            let (det, bell) = (&mut self.detector, &mut self.bell);
+            detector_bell_pass::<FMA>(det, bell, buf, power, saved, end(0), &mut snaps);
+        } else {
+            detector_pass::<FMA, false>(&mut self.detector, buf, power);
+        }
+        self.end_segments::<FMA>(completed, &mut gains[1..]);
+        for k in 1..touched {
             if self.choose_bell_gain(gains[k], false) {
                 designs[k] = self.design_bell::<FMA>(self.bell_gain_db);
                 ramps[k] = true;
             }
         }
+        // Where the bell starts (again): segment 0, or the first segment the speculative
+        // bell got wrong (its state and input put back), or none.
+        let mut k = if speculate {
+            match (1..touched).find(|&k| ramps[k]) {
+                Some(k) => {
+                    self.bell.restore(&snaps[k]);
+                    buf[start(k)..].copy_from_slice(&self.saved[start(k)..n]);
+                    k
+                }
+                None => touched,
+            }
+        } else {
+            0
+        };
         // The bell: a ramping segment on its own, a run of segments with constant
         // coefficients in one loop. (The detector is settled: nothing to land.)
-        let mut k = 0;
         while k < touched {
             if ramps[k] {
                 self.bell.ramp_to(designs[k]);
