@@ -23,7 +23,7 @@
 use indicatif::ProgressBar;
 use stembus_dsp::MAX_STEMS;
 use stembus_dsp::engine::StereoIn;
-use stembus_dsp::offline::{MasterRender, StemMix, SumSink, render_stems_with};
+use stembus_dsp::offline::{MasterRender, StemMix, SumSink, render_stems};
 use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
@@ -139,7 +139,7 @@ pub fn render_stem_mix(input: &RenderInput, settings: &EngineSettings) -> StemMi
 }
 
 /// [`render_stem_mix`], handing the sum (and the mix key) to `sink` in order as the stem
-/// groups finish it (see [`render_stems_with`]).
+/// groups finish it (see [`render_stems`]).
 fn render_stem_mix_with(
     input: &RenderInput,
     settings: &EngineSettings,
@@ -157,7 +157,7 @@ fn render_stem_mix_with(
             .map(Slot::stereo)
     });
     let main = input.main.as_ref().map(Slot::stereo);
-    render_stems_with(
+    render_stems(
         input.sample_rate as f32,
         num_slots,
         &stems[..num_slots],

@@ -168,6 +168,34 @@ struct Stage {
 /// A [`Stage`]'s state between two samples: `[s1, s1_prev, c2x_prev, a2_prev]`.
 type StageState = [Lanes; 4];
 
+/// The segments a part of a [`GRID`] cell touches: `n` (≤ [`GRID`]) frames starting `pos0`
+/// (< [`SEG`]) frames into a segment. Segment `k` (0: the one `pos0` is in) covers frames
+/// `start(k)..end(k)` of the part.
+#[derive(Clone, Copy)]
+struct Segments {
+    /// Position of the part's first frame in its segment.
+    pos0: usize,
+    /// Frames in the part.
+    n: usize,
+}
+
+impl Segments {
+    /// First frame of segment `k`.
+    fn start(self, k: usize) -> usize {
+        (SEG * k).saturating_sub(self.pos0)
+    }
+
+    /// One past the last frame of segment `k`.
+    fn end(self, k: usize) -> usize {
+        (SEG * (k + 1) - self.pos0).min(self.n)
+    }
+
+    /// Segments touched (at most [`MAX_SEGS`]).
+    fn touched(self) -> usize {
+        (self.pos0 + self.n).div_ceil(SEG)
+    }
+}
+
 impl Stage {
     /// Settled at `c`, with a cleared state.
     fn new(c: LaneCoefficients) -> Self {
@@ -322,8 +350,8 @@ fn detector_pass<const FMA: bool, const RAMP: bool>(
 
 /// The detector and the bell (constant coefficients) in one loop over `buf`: the detector's
 /// squared band signal goes to `power`, the bell's output back to `buf`, and each input frame
-/// is kept in `saved`. The bell's state at the start of every segment after the first (the
-/// first ends after `first` frames, the others are [`SEG`] long) goes to `snaps[1..]`.
+/// is kept in `saved` (all three hold the frames of `segs`). The bell's state at the start of
+/// every segment after the first goes to `snaps[1..]`.
 ///
 /// Why: the two sections are independent recursions, each bound by the latency of its one
 /// multiply-add per sample, so one loop runs both in about the time of one (and loads each
@@ -340,32 +368,28 @@ fn detector_bell_pass<const FMA: bool>(
     buf: &mut [Lanes],
     power: &mut [Lanes],
     saved: &mut [Lanes],
-    first: usize,
+    segs: Segments,
     snaps: &mut [StageState; MAX_SEGS],
 ) {
     #[cfg(target_arch = "x86_64")]
     if FMA {
         // SAFETY: `FMA` is only true inside functions compiled for AVX2 and FMA.
-        unsafe { fused::detector_bell_pass(det, bell, buf, power, saved, first, snaps) };
+        unsafe { fused::detector_bell_pass(det, bell, buf, power, saved, segs, snaps) };
         return;
     }
     let (dc, bc) = (det.coeffs, bell.coeffs);
-    let n = buf.len().min(power.len()).min(saved.len());
-    let (mut lo, mut hi, mut k) = (0, first.min(n), 0);
-    loop {
-        let frames = buf[lo..hi].iter_mut().zip(&mut power[lo..hi]);
-        for ((x, p), keep) in frames.zip(&mut saved[lo..hi]) {
+    for (k, snap) in snaps.iter_mut().enumerate().take(segs.touched()) {
+        if k > 0 {
+            *snap = bell.snapshot();
+        }
+        let r = segs.start(k)..segs.end(k);
+        let frames = buf[r.clone()].iter_mut().zip(&mut power[r.clone()]);
+        for ((x, p), keep) in frames.zip(&mut saved[r]) {
             *keep = *x;
             let b = section_tick(&dc, det, *x);
             *p = [b[0] * b[0], b[1] * b[1]];
             *x = section_tick(&bc, bell, *x);
         }
-        if hi >= n || k + 1 >= MAX_SEGS {
-            break;
-        }
-        k += 1;
-        snaps[k] = bell.snapshot();
-        (lo, hi) = (hi, (hi + SEG).min(n));
     }
 }
 
@@ -375,7 +399,7 @@ fn detector_bell_pass<const FMA: bool>(
 /// 256-bit operation, which puts lane shuffles on the loop-carried path.
 #[cfg(target_arch = "x86_64")]
 mod fused {
-    use super::{Lanes, MAX_SEGS, SEG, Stage, StageState};
+    use super::{Lanes, MAX_SEGS, Segments, Stage, StageState};
     use std::arch::x86_64::*;
 
     /// Coefficients in registers.
@@ -503,17 +527,22 @@ mod fused {
         buf: &mut [Lanes],
         power: &mut [Lanes],
         saved: &mut [Lanes],
-        first: usize,
+        segs: Segments,
         snaps: &mut [StageState; MAX_SEGS],
     ) {
         // SAFETY: AVX2 and FMA are enabled; every access is in bounds of the slices.
         unsafe {
             let mut d = Run::begin(det);
             let mut b = Run::begin(bell);
-            let n = buf.len().min(power.len()).min(saved.len());
-            let (mut lo, mut hi, mut k) = (0, first.min(n), 0);
-            loop {
-                let (xs, ps, ks) = (&mut buf[lo..hi], &mut power[lo..hi], &mut saved[lo..hi]);
+            for (k, s) in snaps.iter_mut().enumerate().take(segs.touched()) {
+                if k > 0 {
+                    store(&mut s[0], b.s1);
+                    store(&mut s[1], b.s1_prev);
+                    store(&mut s[2], b.c2x_prev);
+                    store(&mut s[3], b.a2_prev);
+                }
+                let r = segs.start(k)..segs.end(k);
+                let (xs, ps, ks) = (&mut buf[r.clone()], &mut power[r.clone()], &mut saved[r]);
                 let mut frame = |x: &mut Lanes, p: &mut Lanes, keep: &mut Lanes| {
                     let v = load(x);
                     store(keep, v);
@@ -527,20 +556,10 @@ mod fused {
                     frame(&mut x[0], &mut p[0], &mut keep[0]);
                     frame(&mut x[1], &mut p[1], &mut keep[1]);
                 }
-                if (hi - lo) % 2 == 1 {
-                    let t = hi - lo - 1;
+                if xs.len() % 2 == 1 {
+                    let t = xs.len() - 1;
                     frame(&mut xs[t], &mut ps[t], &mut ks[t]);
                 }
-                if hi >= n || k + 1 >= MAX_SEGS {
-                    break;
-                }
-                k += 1;
-                let s = &mut snaps[k];
-                store(&mut s[0], b.s1);
-                store(&mut s[1], b.s1_prev);
-                store(&mut s[2], b.c2x_prev);
-                store(&mut s[3], b.a2_prev);
-                (lo, hi) = (hi, (hi + SEG).min(n));
             }
             d.end(det);
             b.end(bell);
@@ -965,10 +984,8 @@ impl DynamicEq {
         let n = buf.len().min(GRID);
         let buf = &mut buf[..n];
         let total = pos0 + n;
-        // Segment k of this part (k = 0: the one `pos0` is in) covers `buf[start(k)..end(k)]`.
-        let start = |k: usize| (SEG * k).saturating_sub(pos0);
-        let end = |k: usize| (SEG * (k + 1) - pos0).min(n);
-        let touched = total.div_ceil(SEG);
+        let segs = Segments { pos0, n };
+        let touched = segs.touched();
         let completed = total / SEG;
         // `gains[k]`: what the start of segment k asks for (k = 0: from the state before this
         // part, only used if it starts here).
@@ -989,7 +1006,7 @@ impl DynamicEq {
         if speculate {
             let saved = &mut self.saved[..n];
             let (det, bell) = (&mut self.detector, &mut self.bell);
-            detector_bell_pass::<FMA>(det, bell, buf, power, saved, end(0), &mut snaps);
+            detector_bell_pass::<FMA>(det, bell, buf, power, saved, segs, &mut snaps);
         } else {
             detector_pass::<FMA, false>(&mut self.detector, buf, power);
         }
@@ -1006,7 +1023,7 @@ impl DynamicEq {
             match (1..touched).find(|&k| ramps[k]) {
                 Some(k) => {
                     self.bell.restore(&snaps[k]);
-                    buf[start(k)..].copy_from_slice(&self.saved[start(k)..n]);
+                    buf[segs.start(k)..].copy_from_slice(&self.saved[segs.start(k)..n]);
                     k
                 }
                 None => touched,
@@ -1021,7 +1038,7 @@ impl DynamicEq {
                 self.bell.ramp_to(designs[k]);
             }
             if self.bell.ramping {
-                bell_pass::<FMA, true>(&mut self.bell, &mut buf[start(k)..end(k)]);
+                bell_pass::<FMA, true>(&mut self.bell, &mut buf[segs.start(k)..segs.end(k)]);
                 if k < completed {
                     self.bell.land();
                 }
@@ -1031,7 +1048,7 @@ impl DynamicEq {
                 while j < touched && !ramps[j] {
                     j += 1;
                 }
-                bell_pass::<FMA, false>(&mut self.bell, &mut buf[start(k)..end(j - 1)]);
+                bell_pass::<FMA, false>(&mut self.bell, &mut buf[segs.start(k)..segs.end(j - 1)]);
                 k = j;
             }
         }

@@ -28,11 +28,11 @@ pub struct StemMix {
     pub key: Option<[Vec<f32>; 2]>,
 }
 
-/// Frames of the stem sum handed to the consumer of [`render_stems_with`] at a time (a
+/// Frames of the stem sum handed to the consumer of [`render_stems`] at a time (a
 /// whole number of engine chunks).
 pub const SEGMENT: usize = 64 * CHUNK;
 
-/// What [`render_stems_with`] hands each finished piece of the stem sum to: the frame it starts
+/// What [`render_stems`] hands each finished piece of the stem sum to: the frame it starts
 /// at, the sum (left, right) and the mix key over the same frames (if there is one).
 pub type SumSink<'a> = dyn FnMut(usize, [&[f32]; 2], Option<[&[f32]; 2]>) + 'a;
 
@@ -42,40 +42,18 @@ const SEGMENT_QUEUE: usize = 8;
 /// Runs the stem stage of an engine with `num_stems` slots (1–8, clamped) over `frames` frames
 /// (inputs shorter than that are padded with silence, so `frames` may include the engine's
 /// latency tail). `stems[i]` is slot `i` (`None` or missing: silence); `main` is the main input,
-/// used only when the settings add it to the sum. With `parallel`, each stem group runs on its
-/// own thread. Allocates the whole result.
-pub fn render_stems(
-    sample_rate: f32,
-    num_stems: usize,
-    stems: &[Option<StereoIn<'_>>],
-    main: Option<StereoIn<'_>>,
-    settings: &EngineSettings,
-    frames: usize,
-    parallel: bool,
-) -> StemMix {
-    render_stems_with(
-        sample_rate,
-        num_stems,
-        stems,
-        main,
-        settings,
-        frames,
-        parallel,
-        &mut |_, _, _| {},
-    )
-}
-
-/// [`render_stems`], handing the finished sum to `sink` as it grows: `sink(start, [left,
-/// right], key)` gets frames `start..start + left.len()` of [`StemMix::sum`] (and of
-/// [`StemMix::key`], if any), in order, in pieces of [`SEGMENT`] frames (the last one
-/// shorter), every frame once.
+/// used only when the settings add it to the sum. Allocates the whole result.
+///
+/// The sum is handed to `sink` as it grows: `sink(start, [left, right], key)` gets frames
+/// `start..start + left.len()` of [`StemMix::sum`] (and of [`StemMix::key`], if any), in
+/// order, in pieces of [`SEGMENT`] frames (the last one shorter), every frame once.
 ///
 /// With `parallel`, both stem groups run on threads of their own and `sink` on the calling
 /// thread as soon as both groups have finished a segment, so whatever the caller does with the
 /// sum (the master stage of a first pass) overlaps the stem stage instead of following it.
 /// The sum is the same to the bit either way.
 #[allow(clippy::too_many_arguments)]
-pub fn render_stems_with(
+pub fn render_stems(
     sample_rate: f32,
     num_stems: usize,
     stems: &[Option<StereoIn<'_>>],

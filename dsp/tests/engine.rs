@@ -565,7 +565,7 @@ fn busy_settings(keyed: bool, solo: bool) -> EngineSettings {
 
 #[test]
 fn offline_stages_match_the_engine_bit_for_bit() {
-    use stembus_dsp::offline::{MasterRender, SEGMENT, render_stems_with};
+    use stembus_dsp::offline::{MasterRender, SEGMENT, render_stems};
     for (num, keyed, solo, parallel) in [
         (6, true, false, true),
         (3, false, false, false),
@@ -588,7 +588,7 @@ fn offline_stages_match_the_engine_bit_for_bit() {
         // What the sink is handed, in order, piece by piece.
         let mut streamed: [Vec<f32>; 2] = [Vec::new(), Vec::new()];
         let mut pieces = 0;
-        let mix = render_stems_with(
+        let mix = render_stems(
             48_000.0,
             num,
             &ins,
