@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use stembus_dsp::MAX_STEMS;
 
 use crate::error::{CliError, Result};
-use crate::wav::{Audio, read_wav};
+use crate::render::SlotAudio;
+use crate::wav::{Audio, WavStream, read_wav};
 
 /// One loaded input file.
 #[derive(Debug, Clone)]
@@ -28,11 +29,20 @@ pub struct Track {
 impl Track {
     /// File name for messages.
     pub fn file_name(&self) -> String {
-        self.path.file_name().map_or_else(
-            || self.path.display().to_string(),
-            |f| f.to_string_lossy().into(),
-        )
+        file_name(&self.path)
     }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into(),
+    )
+}
+
+fn stem_name(path: &Path) -> String {
+    path.file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned())
 }
 
 /// The stem and mix paths of one run.
@@ -138,9 +148,7 @@ pub fn collect(inputs: &[PathBuf], mix: Option<&Path>) -> Result<InputPaths> {
 pub fn load(path: &Path) -> Result<Track> {
     let audio = read_wav(path)?;
     Ok(Track {
-        name: path
-            .file_stem()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+        name: stem_name(path),
         path: path.to_path_buf(),
         audio,
     })
@@ -182,22 +190,70 @@ pub fn load_all(paths: &[PathBuf]) -> Result<Vec<Track>> {
         .collect()
 }
 
-/// Checks that every track has the sample rate of the first; the error names both files.
-pub fn check_same_rate(tracks: &[&Track]) -> Result<u32> {
-    let Some(first) = tracks.first() else {
+/// Checks that every file (name, sample rate) has the sample rate of the first; the error
+/// names both files.
+pub fn check_same_rate(files: &[(String, u32)]) -> Result<u32> {
+    let Some((first, rate)) = files.first() else {
         return Err(CliError::input("no input files"));
     };
-    let rate = first.audio.sample_rate;
-    for t in &tracks[1..] {
-        if t.audio.sample_rate != rate {
+    for (name, r) in &files[1..] {
+        if r != rate {
             return Err(CliError::input(format!(
-                "sample rates differ: {} is {} Hz but {} is {} Hz",
-                first.file_name(),
-                rate,
-                t.file_name(),
-                t.audio.sample_rate
+                "sample rates differ: {first} is {rate} Hz but {name} is {r} Hz"
             )));
         }
     }
-    Ok(rate)
+    Ok(*rate)
+}
+
+/// A stem as `stembus render` takes it: its file opened and its header checked, the audio
+/// read as the engine needs it (decoded whole only when the file is not a regular file).
+#[derive(Debug)]
+pub struct StemInput {
+    /// Display name: the file name without extension (used to recognise stems, e.g. "bass").
+    pub name: String,
+    /// Where it came from.
+    pub path: PathBuf,
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// The audio.
+    pub audio: SlotAudio,
+}
+
+impl StemInput {
+    /// File name for messages.
+    pub fn file_name(&self) -> String {
+        file_name(&self.path)
+    }
+
+    /// Frames of audio.
+    pub fn frames(&self) -> usize {
+        match &self.audio {
+            SlotAudio::Memory(ch) => ch.first().map_or(0, Vec::len),
+            SlotAudio::File(f) => f.frames(),
+        }
+    }
+}
+
+/// Opens every stem file and checks its header (the samples are read later, as the engine
+/// goes); the first bad file is the error.
+pub fn open_stems(paths: &[PathBuf]) -> Result<Vec<StemInput>> {
+    paths
+        .iter()
+        .map(|path| {
+            let (sample_rate, audio) = match WavStream::open(path)? {
+                Some(stream) => (stream.sample_rate(), SlotAudio::File(stream)),
+                None => {
+                    let audio = read_wav(path)?;
+                    (audio.sample_rate, SlotAudio::Memory(audio.channels))
+                }
+            };
+            Ok(StemInput {
+                name: stem_name(path),
+                path: path.clone(),
+                sample_rate,
+                audio,
+            })
+        })
+        .collect()
 }

@@ -22,12 +22,12 @@
 
 use indicatif::ProgressBar;
 use stembus_dsp::MAX_STEMS;
-use stembus_dsp::engine::StereoIn;
-use stembus_dsp::offline::{MasterRender, StemMix, SumSink, render_stems};
+use stembus_dsp::offline::{MasterRender, StemMix, StemSource, SumSink, render_stems};
 use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
 use crate::measure::{Measurement, Measurer};
+use crate::wav::WavStream;
 
 /// Master blocks (10 ms each) handed to the meter thread at a time, at most.
 const MEASURE_BATCH_BLOCKS: usize = 16;
@@ -51,23 +51,69 @@ pub const DRIVE_RANGE_DB: (f32, f32) = (-24.0, 24.0);
 pub const GR_SERIES_RATE_HZ: u32 = 10;
 
 /// One input slot of the engine.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Slot {
     /// Name used to recognise the stem (file name, and the plugin's stem name if known).
     pub name: String,
-    /// One (mono, played as dual mono) or two channels.
-    pub channels: Vec<Vec<f32>>,
+    /// Its audio.
+    pub audio: SlotAudio,
+}
+
+/// Where a slot's audio is.
+#[derive(Debug)]
+pub enum SlotAudio {
+    /// Decoded: one (mono, played as dual mono) or two channels.
+    Memory(Vec<Vec<f32>>),
+    /// In its file, decoded a stretch at a time as the stem stage reads it.
+    File(WavStream),
 }
 
 impl Slot {
-    fn stereo(&self) -> [&[f32]; 2] {
-        let l = &self.channels[0];
-        [l, self.channels.get(1).unwrap_or(l)]
+    /// Frames of audio.
+    pub fn frames(&self) -> usize {
+        match &self.audio {
+            SlotAudio::Memory(ch) => ch.first().map_or(0, Vec::len),
+            SlotAudio::File(f) => f.frames(),
+        }
+    }
+
+    /// Left and right of a decoded slot (a mono one twice); `None` for one read from its file.
+    fn stereo(&self) -> Option<[&[f32]; 2]> {
+        match &self.audio {
+            SlotAudio::Memory(ch) => {
+                let l = ch.first().map_or(&[][..], Vec::as_slice);
+                Some([l, ch.get(1).map_or(l, Vec::as_slice)])
+            }
+            SlotAudio::File(_) => None,
+        }
     }
 }
 
-/// Everything a render needs, in memory.
-#[derive(Debug, Clone)]
+/// The slots of a [`RenderInput`] as the engine's stem stage reads them.
+struct SlotSource<'a>(&'a [Option<Slot>]);
+
+impl StemSource for SlotSource<'_> {
+    fn read(&self, slot: usize, start: usize, out: [&mut [f32]; 2]) {
+        let Some(s) = self.0.get(slot).and_then(Option::as_ref) else {
+            out.into_iter().for_each(|o| o.fill(0.0));
+            return;
+        };
+        match (&s.audio, s.stereo()) {
+            (SlotAudio::File(f), _) => f.read(start, out),
+            (SlotAudio::Memory(_), stereo) => {
+                for (o, src) in out.into_iter().zip(stereo.unwrap_or([&[], &[]])) {
+                    let src = src.get(start.min(src.len())..).unwrap_or(&[]);
+                    let n = src.len().min(o.len());
+                    o[..n].copy_from_slice(&src[..n]);
+                    o[n..].fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+/// Everything a render needs.
+#[derive(Debug)]
 pub struct RenderInput {
     /// Sample rate of every slot, Hz.
     pub sample_rate: u32,
@@ -76,8 +122,18 @@ pub struct RenderInput {
     /// Engine stem slots, 1..=8; `None` is a silent slot.
     pub slots: Vec<Option<Slot>>,
     /// The plugin's main input (the reference mix), used only when the settings add it to
-    /// the sum.
+    /// the sum; decoded.
     pub main: Option<Slot>,
+}
+
+impl RenderInput {
+    /// The first failed read of a stem file, as an error naming the file.
+    pub fn read_error(&self) -> Option<CliError> {
+        self.slots.iter().flatten().find_map(|s| match &s.audio {
+            SlotAudio::File(f) => f.error().map(CliError::input),
+            SlotAudio::Memory(_) => None,
+        })
+    }
 }
 
 /// What the drive search aims at.
@@ -149,18 +205,11 @@ fn render_stem_mix_with(
     let settings = offline_settings(settings);
     let latency =
         MasterRender::new(input.sample_rate as f32, num_slots, &settings).latency_samples();
-    let stems: [Option<StereoIn>; MAX_STEMS] = std::array::from_fn(|i| {
-        input
-            .slots
-            .get(i)
-            .and_then(Option::as_ref)
-            .map(Slot::stereo)
-    });
-    let main = input.main.as_ref().map(Slot::stereo);
+    let main = input.main.as_ref().and_then(Slot::stereo);
     render_stems(
         input.sample_rate as f32,
         num_slots,
-        &stems[..num_slots],
+        &SlotSource(&input.slots),
         main,
         &settings,
         input.frames + latency,
@@ -371,6 +420,9 @@ pub fn render_master(
     settings.master.drive_db = drive;
     bar.set_message(format!("{label}: stems, pass 1, drive {drive:+.2} dB"));
     let (mix, pass, measurement) = first_pass(input, &settings, bar);
+    if let Some(e) = input.read_error() {
+        return Err(e);
+    }
     let mut first = Some((pass, measurement));
     while passes < MAX_PASSES {
         passes += 1;
@@ -534,7 +586,7 @@ mod tests {
                     .collect();
                 Some(Slot {
                     name: format!("stem{s}"),
-                    channels,
+                    audio: SlotAudio::Memory(channels),
                 })
             })
             .collect();
@@ -543,6 +595,63 @@ mod tests {
             frames,
             slots,
             main: None,
+        }
+    }
+
+    #[test]
+    fn stems_read_from_their_files_render_like_stems_in_memory() {
+        use crate::wav::{OutputFormat, encode_wav};
+        let dir = tempfile::tempdir().unwrap();
+        for (stems, keyed) in [(3, true), (7, false)] {
+            let in_memory = song(stems);
+            // The same stems as float WAV files (exact), one of them shorter than the rest.
+            let slots = in_memory
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(i, slot)| {
+                    let slot = slot.as_ref()?;
+                    let SlotAudio::Memory(ch) = &slot.audio else {
+                        unreachable!("song() decodes")
+                    };
+                    let len = if i == 1 { ch[0].len() / 2 } else { ch[0].len() };
+                    let path = dir.path().join(format!("{stems}-{i}.wav"));
+                    let bytes =
+                        encode_wav(&ch[0][..len], &ch[1][..len], 48_000, OutputFormat::Float32);
+                    std::fs::write(&path, bytes).unwrap();
+                    Some(Slot {
+                        name: slot.name.clone(),
+                        audio: SlotAudio::File(WavStream::open(&path).unwrap().unwrap()),
+                    })
+                })
+                .collect();
+            let from_files = RenderInput {
+                slots,
+                ..song(stems)
+            };
+            let mut in_memory = in_memory;
+            if let Some(Some(Slot {
+                audio: SlotAudio::Memory(ch),
+                ..
+            })) = in_memory.slots.get_mut(1)
+            {
+                let half = ch[0].len() / 2;
+                ch.iter_mut().for_each(|c| c.truncate(half));
+            }
+            let mut settings = EngineSettings::default();
+            for s in &mut settings.stems {
+                s.comp.enabled = true;
+                s.comp.threshold_db = -30.0;
+                if keyed {
+                    s.comp.key = stembus_dsp::settings::CompKey::Mix;
+                }
+            }
+            let want = render_stem_mix(&in_memory, &settings);
+            let got = render_stem_mix(&from_files, &settings);
+            assert_eq!(want.key.is_some(), keyed);
+            assert!(want.sum == got.sum, "{stems} stems: same sum to the bit");
+            assert!(want.key == got.key, "{stems} stems: same key to the bit");
+            assert!(from_files.read_error().is_none());
         }
     }
 

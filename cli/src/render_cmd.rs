@@ -13,13 +13,13 @@ use stembus_dsp::engine::SAMPLE_RATE_RANGE;
 use stembus_dsp::settings::EngineSettings;
 
 use crate::error::{CliError, Result};
-use crate::inputs::{Track, check_same_rate, collect, load_all};
+use crate::inputs::{StemInput, check_same_rate, collect, load_all, open_stems};
 use crate::measure::{Measurement, Measurer, measure, round3};
 use crate::plot::{PlotData, write_plot};
-use crate::render::{Master, Objective, RenderInput, Slot, render_master};
+use crate::render::{Master, Objective, RenderInput, Slot, SlotAudio, render_master};
 use crate::settings_file::{self, LoadedSettings};
 use crate::targets::{self, Target};
-use crate::wav::{Encoder, OutputFormat, check_writable, wav_header, write_atomic_with};
+use crate::wav::{Encoder, OutputFormat, check_writable, read_wav, wav_header, write_atomic_with};
 
 /// Everything `stembus render` is asked to do.
 #[derive(Debug, Clone)]
@@ -144,7 +144,7 @@ fn output_path(base: &Path, target: Option<&str>, ext: &str) -> PathBuf {
 /// name (case-insensitive), each file goes to its named slot; otherwise files take slots 1, 2, …
 /// in order.
 fn assign_slots(
-    stems: &[Track],
+    stems: &[&str],
     state_names: Option<&[String]>,
     notes: &mut Vec<String>,
 ) -> Vec<Option<usize>> {
@@ -155,7 +155,7 @@ fn assign_slots(
     let lower: Vec<String> = names.iter().map(|n| n.to_lowercase()).collect();
     let found: Vec<Option<usize>> = stems
         .iter()
-        .map(|s| lower.iter().position(|n| *n == s.name.to_lowercase()))
+        .map(|s| lower.iter().position(|n| *n == s.to_lowercase()))
         .collect();
     if found.iter().all(Option::is_some) {
         let slots = found.iter().flatten().max().map_or(0, |m| m + 1);
@@ -278,13 +278,17 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
             m.display()
         ));
     }
-    let mut stems = load_all(&paths.stems)?;
+    let mut stems = open_stems(&paths.stems)?;
     let mut mix = match &paths.mix {
         Some(p) => Some(load_all(std::slice::from_ref(p))?.remove(0)),
         None => None,
     };
-    let all: Vec<&Track> = stems.iter().chain(mix.as_ref()).collect();
-    let in_rate = check_same_rate(&all)?;
+    let rates: Vec<(String, u32)> = stems
+        .iter()
+        .map(|s| (s.file_name(), s.sample_rate))
+        .chain(mix.iter().map(|m| (m.file_name(), m.audio.sample_rate)))
+        .collect();
+    let in_rate = check_same_rate(&rates)?;
     let rate = opts.sample_rate.unwrap_or(in_rate);
     if opts.sample_rate.is_none() {
         check_engine_rate(in_rate, "the stems' sample rate")?;
@@ -293,13 +297,24 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
         outcome.notes.push(format!(
             "resampling the inputs from {in_rate} Hz to {rate} Hz"
         ));
-        for t in stems.iter_mut().chain(mix.iter_mut()) {
+        for s in &mut stems {
+            let channels = match &s.audio {
+                SlotAudio::Memory(ch) => crate::resample::resample(ch, in_rate, rate)?,
+                SlotAudio::File(_) => {
+                    let audio = read_wav(&s.path)?;
+                    crate::resample::resample(&audio.channels, in_rate, rate)?
+                }
+            };
+            s.audio = SlotAudio::Memory(channels);
+            s.sample_rate = rate;
+        }
+        for t in mix.iter_mut() {
             t.audio.channels = crate::resample::resample(&t.audio.channels, in_rate, rate)?;
             t.audio.sample_rate = rate;
         }
     }
-    let frames = stems.iter().map(|s| s.audio.frames()).max().unwrap_or(0);
-    if stems.iter().any(|s| s.audio.frames() != frames) {
+    let frames = stems.iter().map(StemInput::frames).max().unwrap_or(0);
+    if stems.iter().any(|s| s.frames() != frames) {
         outcome.notes.push(format!(
             "the stems differ in length; shorter ones are padded with silence to {frames} samples"
         ));
@@ -307,7 +322,8 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
     if frames == 0 {
         return Err(CliError::input("the stems hold no audio (zero length)"));
     }
-    let slot_map = assign_slots(&stems, loaded.stem_names.as_deref(), &mut outcome.notes);
+    let names: Vec<&str> = stems.iter().map(|s| s.name.as_str()).collect();
+    let slot_map = assign_slots(&names, loaded.stem_names.as_deref(), &mut outcome.notes);
     let slot_names: Vec<String> = slot_map
         .iter()
         .enumerate()
@@ -328,7 +344,7 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
         let ch = &m.audio.channels;
         measure(&ch[0], ch.get(1).map(Vec::as_slice), rate).integrated_lufs
     });
-    let mut stem_slots: Vec<Option<Track>> = stems.into_iter().map(Some).collect();
+    let mut stem_slots: Vec<Option<StemInput>> = stems.into_iter().map(Some).collect();
     let input = RenderInput {
         sample_rate: rate,
         frames,
@@ -338,13 +354,13 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
             .map(|(i, f)| {
                 f.and_then(|f| stem_slots[f].take()).map(|t| Slot {
                     name: slot_names[i].clone(),
-                    channels: t.audio.channels,
+                    audio: t.audio,
                 })
             })
             .collect(),
         main: mix.map(|m| Slot {
             name: m.name,
-            channels: m.audio.channels,
+            audio: SlotAudio::Memory(m.audio.channels),
         }),
     };
     debug_assert!(input.slots.len() <= MAX_STEMS);

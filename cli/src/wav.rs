@@ -1,9 +1,9 @@
 //! WAV files in and out.
 //!
 //! Reading parses the RIFF chunks directly and decodes the `data` chunk in bulk, streamed from
-//! the file through one small buffer (the offline tool reads up to eight one-minute stems per
-//! run; a per-sample reader, or a file-sized buffer to fault in, would cost a good part of a
-//! render). Accepted: PCM 8/16/24/32-bit integer and IEEE float 32/64-bit, plain or
+//! the file through one small buffer ([`read_wav`]; a per-sample reader, or a file-sized buffer
+//! to fault in, would cost a good part of a render), or a stretch at a time as a caller asks
+//! for it ([`WavStream`], how `stembus render` reads its stems). Accepted: PCM 8/16/24/32-bit integer and IEEE float 32/64-bit, plain or
 //! `WAVE_FORMAT_EXTENSIBLE`, mono or stereo. Everything is converted to `f32` in −1..1
 //! (integer full scale is 2^(bits−1)).
 //!
@@ -15,6 +15,7 @@
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Mutex;
 
 use crate::error::{CliError, Result, io_reason};
 
@@ -189,21 +190,41 @@ fn parse_fmt(name: &str, b: &[u8]) -> Result<Fmt> {
 /// while it is still in the cache). The result and the errors are those of [`decode_wav`] on
 /// the file's bytes (tested).
 pub fn read_wav(path: &Path) -> Result<Audio> {
+    match open(path)? {
+        Opened::Bytes(name, bytes) => decode_wav(&name, &bytes),
+        Opened::File(name, mut source, fmt, body, len) => source
+            .decode_data(&fmt, body, len)
+            .map_err(|e| cannot_read(&name, &e)),
+    }
+}
+
+/// A file opened and its header checked.
+enum Opened {
+    /// Not a regular file (a pipe or device, with no length to parse against): read whole.
+    Bytes(String, Vec<u8>),
+    /// A regular file, its format, the offset of its `data` chunk and the chunk's length.
+    File(String, FileSource, Fmt, usize, usize),
+}
+
+fn cannot_read(name: &str, e: &std::io::Error) -> CliError {
+    CliError::input(format!("cannot read {name}: {}", io_reason(e)))
+}
+
+fn open(path: &Path) -> Result<Opened> {
     let name = path.display().to_string();
     if path.is_dir() {
         return Err(CliError::input(format!(
             "{name}: is a directory, not a WAV file"
         )));
     }
-    let cannot_read =
-        |e: std::io::Error| CliError::input(format!("cannot read {name}: {}", io_reason(&e)));
-    let file = fs::File::open(path).map_err(cannot_read)?;
-    let meta = file.metadata().map_err(cannot_read)?;
+    let file = fs::File::open(path).map_err(|e| cannot_read(&name, &e))?;
+    let meta = file.metadata().map_err(|e| cannot_read(&name, &e))?;
     if !meta.is_file() {
-        // A pipe or device has no length to parse against: read it whole.
         let mut bytes = Vec::new();
-        (&file).read_to_end(&mut bytes).map_err(cannot_read)?;
-        return decode_wav(&name, &bytes);
+        (&file)
+            .read_to_end(&mut bytes)
+            .map_err(|e| cannot_read(&name, &e))?;
+        return Ok(Opened::Bytes(name, bytes));
     }
     let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
     let mut source = FileSource {
@@ -212,14 +233,132 @@ pub fn read_wav(path: &Path) -> Result<Audio> {
         buf: Vec::new(),
         buf_start: 0,
     };
-    let (fmt, body, data_len) = match parse_header(&name, &mut source) {
-        Ok(found) => found,
-        Err(HeaderError::Io(e)) => return Err(cannot_read(e)),
-        Err(HeaderError::Wav(e)) => return Err(e),
-    };
-    source
-        .decode_data(&fmt, body, data_len)
-        .map_err(cannot_read)
+    match parse_header(&name, &mut source) {
+        Ok((fmt, body, data_len)) => Ok(Opened::File(name, source, fmt, body, data_len)),
+        Err(HeaderError::Io(e)) => Err(cannot_read(&name, &e)),
+        Err(HeaderError::Wav(e)) => Err(e),
+    }
+}
+
+/// A WAV file read a stretch at a time: the header is read and checked by [`WavStream::open`],
+/// the samples only when [`WavStream::read`] asks for them. `stembus render` feeds the engine
+/// this way, so that a stem set is never held in memory whole (eight stereo stems of an hour
+/// would take 11 GB as `f32`, and faulting in even a minute's 184 MB costs more CPU time than
+/// decoding it).
+pub struct WavStream {
+    /// The path, for messages.
+    name: String,
+    /// Format of the `data` chunk.
+    fmt: Fmt,
+    /// File offset of the first frame.
+    body: usize,
+    /// Whole frames in the `data` chunk.
+    frames: usize,
+    /// The open file and its byte buffer (one reader at a time), and the first read error.
+    state: Mutex<StreamState>,
+}
+
+/// The mutable part of a [`WavStream`].
+struct StreamState {
+    /// The open file.
+    file: fs::File,
+    /// Raw bytes of the stretch being read.
+    buf: Vec<u8>,
+    /// Why a read failed (the first time), if one did.
+    error: Option<String>,
+}
+
+impl std::fmt::Debug for WavStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WavStream")
+            .field("name", &self.name)
+            .field("frames", &self.frames)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WavStream {
+    /// Opens `path` and checks its header, with the same errors as [`read_wav`]. `Ok(None)`
+    /// when it is not a regular file (a pipe cannot be read twice: use [`read_wav`]).
+    pub fn open(path: &Path) -> Result<Option<Self>> {
+        match open(path)? {
+            Opened::Bytes(..) => Ok(None),
+            Opened::File(name, source, fmt, body, len) => {
+                let frame_bytes = fmt.container_bytes * fmt.channels as usize;
+                Ok(Some(Self {
+                    name,
+                    frames: len / frame_bytes,
+                    fmt,
+                    body,
+                    state: Mutex::new(StreamState {
+                        file: source.file,
+                        buf: Vec::new(),
+                        error: None,
+                    }),
+                }))
+            }
+        }
+    }
+
+    /// Sample rate, Hz.
+    pub fn sample_rate(&self) -> u32 {
+        self.fmt.sample_rate
+    }
+
+    /// Encoding in the file.
+    pub fn format(&self) -> SampleFormat {
+        self.fmt.format
+    }
+
+    /// Frames per channel.
+    pub fn frames(&self) -> usize {
+        self.frames
+    }
+
+    /// Fills `out` (left, right; equal lengths) with frames `start..` of the file's first two
+    /// channels (a mono file gives its channel twice), as [`read_wav`] decodes them; silence
+    /// past the end. A read that fails gives silence and is remembered: see [`Self::error`].
+    pub fn read(&self, start: usize, out: [&mut [f32]; 2]) {
+        let [left, right] = out;
+        let n = left.len().min(right.len());
+        let have = self.frames.saturating_sub(start).min(n);
+        left[have..].fill(0.0);
+        right[have..].fill(0.0);
+        if have == 0 {
+            return;
+        }
+        let Ok(mut guard) = self.state.lock() else {
+            left[..have].fill(0.0);
+            right[..have].fill(0.0);
+            return;
+        };
+        let state = &mut *guard;
+        let frame_bytes = self.fmt.container_bytes * self.fmt.channels as usize;
+        state.buf.resize(have * frame_bytes, 0);
+        let read = state
+            .file
+            .seek(SeekFrom::Start((self.body + start * frame_bytes) as u64))
+            .and_then(|_| state.file.read_exact(&mut state.buf));
+        if let Err(e) = read {
+            state
+                .error
+                .get_or_insert_with(|| format!("cannot read {}: {}", self.name, io_reason(&e)));
+            left[..have].fill(0.0);
+            right[..have].fill(0.0);
+            return;
+        }
+        decode_channel(&self.fmt, &state.buf, 0, &mut left[..have]);
+        if self.fmt.channels > 1 {
+            decode_channel(&self.fmt, &state.buf, 1, &mut right[..have]);
+        } else {
+            right[..have].copy_from_slice(&left[..have]);
+        }
+    }
+
+    /// The first failed read, as a message naming the file.
+    pub fn error(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.error.clone())
+    }
 }
 
 /// Bytes read from a file per block while decoding its `data` chunk (fits in L2 with room to
@@ -418,43 +557,50 @@ pub fn decode_wav(name: &str, bytes: &[u8]) -> Result<Audio> {
 
 /// Appends the whole frames of the interleaved `data` bytes to `channels` as `f32`.
 fn decode_into(fmt: &Fmt, data: &[u8], channels: &mut [Vec<f32>]) {
+    let frames = data.len() / (fmt.container_bytes * channels.len());
+    for (c, out) in channels.iter_mut().enumerate() {
+        let old = out.len();
+        out.resize(old + frames, 0.0);
+        decode_channel(fmt, data, c, &mut out[old..]);
+    }
+}
+
+/// Decodes channel `c` of the first `out.len()` interleaved frames of `data` into `out`.
+fn decode_channel(fmt: &Fmt, data: &[u8], c: usize, out: &mut [f32]) {
     let cb = fmt.container_bytes;
+    let ch = fmt.channels as usize;
     // One monomorphised loop per common container, so the per-sample work is a load and a
     // convert (and the loops vectorise).
     match (fmt.format, cb) {
-        (SampleFormat::Float(32), 4) => deinterleave::<4>(data, channels, |s| {
+        (SampleFormat::Float(32), 4) => deinterleave::<4>(data, ch, c, out, |s| {
             f32::from_le_bytes([s[0], s[1], s[2], s[3]])
         }),
-        (SampleFormat::Int(_), 2) => deinterleave::<2>(data, channels, |s| {
+        (SampleFormat::Int(_), 2) => deinterleave::<2>(data, ch, c, out, |s| {
             f32::from(i16::from_le_bytes([s[0], s[1]])) / 32_768.0
         }),
-        (SampleFormat::Int(_), 3) => deinterleave::<3>(data, channels, |s| {
+        (SampleFormat::Int(_), 3) => deinterleave::<3>(data, ch, c, out, |s| {
             (i32::from_le_bytes([0, s[0], s[1], s[2]]) >> 8) as f32 / 8_388_608.0
         }),
         (format, _) => {
-            let frame_bytes = cb * channels.len();
-            for (c, out) in channels.iter_mut().enumerate() {
-                out.extend(
-                    data.chunks_exact(frame_bytes)
-                        .map(|frame| decode_sample(format, &frame[c * cb..(c + 1) * cb])),
-                );
+            for (o, frame) in out.iter_mut().zip(data.chunks_exact(cb * ch)) {
+                *o = decode_sample(format, &frame[c * cb..(c + 1) * cb]);
             }
         }
     }
 }
 
-/// Appends interleaved `B`-byte samples to `channels`, converted with `convert`.
+/// Writes channel `c` of interleaved `B`-byte samples (`ch` channels) to `out`, converted
+/// with `convert`.
 fn deinterleave<const B: usize>(
     data: &[u8],
-    channels: &mut [Vec<f32>],
+    ch: usize,
+    c: usize,
+    out: &mut [f32],
     convert: impl Fn(&[u8; B]) -> f32,
 ) {
-    let ch = channels.len();
-    for (c, out) in channels.iter_mut().enumerate() {
-        out.extend(data.chunks_exact(B * ch).map(|frame| {
-            let s: &[u8; B] = frame[c * B..(c + 1) * B].try_into().expect("B bytes");
-            convert(s)
-        }));
+    for (o, frame) in out.iter_mut().zip(data.chunks_exact(B * ch)) {
+        let s: &[u8; B] = frame[c * B..(c + 1) * B].try_into().expect("B bytes");
+        *o = convert(s);
     }
 }
 
@@ -1132,6 +1278,71 @@ mod tests {
                 (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{what}"),
                 (a, b) => panic!("{what}: read {:?} vs decode {:?}", a.err(), b.err()),
             }
+            // The same file read a stretch at a time, as the render reads its stems.
+            match (WavStream::open(&path), decode_wav(&name, bytes)) {
+                (Ok(Some(s)), Ok(b)) => {
+                    assert_eq!(s.sample_rate(), b.sample_rate, "{what}");
+                    assert_eq!(s.format(), b.format, "{what}");
+                    assert_eq!(s.frames(), b.frames(), "{what}");
+                    let want = b.stereo();
+                    // Stretches of odd lengths running past the end, then one from the
+                    // middle after them (reads need not be in order).
+                    let n = s.frames();
+                    let mut start = 0;
+                    let mut stretches = Vec::new();
+                    for len in [1, 777, 4096, 3].into_iter().cycle() {
+                        if start > n + 10 {
+                            break;
+                        }
+                        stretches.push((start, len));
+                        start += len;
+                    }
+                    stretches.push((n / 2, n / 3 + 1));
+                    for (start, len) in stretches {
+                        let mut got = [vec![f32::NAN; len], vec![f32::NAN; len]];
+                        let [l, r] = &mut got;
+                        s.read(start, [l, r]);
+                        for (ch, got) in got.iter().enumerate() {
+                            for (k, x) in got.iter().enumerate() {
+                                let y = want[ch].get(start + k).copied().unwrap_or(0.0);
+                                assert_eq!(x.to_bits(), y.to_bits(), "{what}: {start}+{k}");
+                            }
+                        }
+                    }
+                    assert!(s.error().is_none(), "{what}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a.message, b.message, "{what}"),
+                (a, b) => panic!("{what}: stream {:?} vs decode {:?}", a.err(), b.err()),
+            }
         }
+    }
+
+    #[test]
+    fn a_stem_file_cut_short_while_streaming_reads_as_silence_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("drums.wav");
+        let l: Vec<f32> = (0..10_000).map(|i| ((i as f32) * 0.01).sin()).collect();
+        fs::write(&path, encode_wav(&l, &l, 48_000, OutputFormat::Float32)).unwrap();
+        let stream = WavStream::open(&path).unwrap().expect("a regular file");
+        let mut out = [vec![1.0f32; 100], vec![1.0f32; 100]];
+        let [a, b] = &mut out;
+        stream.read(0, [a, b]);
+        assert_eq!(out[0][..], l[..100]);
+        assert!(stream.error().is_none());
+        // Another program truncates the file after it was opened.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(1000)
+            .unwrap();
+        let [a, b] = &mut out;
+        stream.read(5000, [a, b]);
+        assert!(
+            out.iter().flatten().all(|&x| x == 0.0),
+            "silence, not stale data"
+        );
+        let error = stream.error().expect("the failed read is kept");
+        assert!(error.contains("drums.wav"), "{error}");
     }
 }

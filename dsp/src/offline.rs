@@ -39,10 +39,37 @@ pub type SumSink<'a> = dyn FnMut(usize, [&[f32]; 2], Option<[&[f32]; 2]>) + 'a;
 /// Stem-group segments that may wait for the consumer before a group thread blocks.
 const SEGMENT_QUEUE: usize = 8;
 
+/// Where the stem stage reads the stems: the whole song in memory ([`InMemory`]), or a
+/// reader that fetches each stretch when it is needed (the offline tool decodes its files
+/// this way, so that a long stem set never has to be held in memory whole).
+pub trait StemSource: Sync {
+    /// Fills `out` (left, right; equal lengths) with frames `start..start + out[0].len()` of
+    /// the stem in `slot`: silence past its end, and for a slot that has no stem. Any value
+    /// is allowed (the stem stage sanitises it). The stem stage calls this from its threads,
+    /// every slot from one thread at a time and in order (the mix key, when a compressor
+    /// listens to it, reads every slot once more beforehand).
+    fn read(&self, slot: usize, start: usize, out: [&mut [f32]; 2]);
+}
+
+/// Stems held in memory, as [`Engine::process`] takes them: `None` (or a missing slot) is a
+/// silent slot; channels shorter than the song end in silence.
+///
+/// [`Engine::process`]: crate::engine::Engine::process
+pub struct InMemory<'a>(pub &'a [Option<StereoIn<'a>>]);
+
+impl StemSource for InMemory<'_> {
+    fn read(&self, slot: usize, start: usize, out: [&mut [f32]; 2]) {
+        let stem = self.0.get(slot).copied().flatten();
+        for (ch, out) in out.into_iter().enumerate() {
+            copy_or_silence(stem.map_or(&[], |s| s[ch]), start, out);
+        }
+    }
+}
+
 /// Runs the stem stage of an engine with `num_stems` slots (1–8, clamped) over `frames` frames
 /// (inputs shorter than that are padded with silence, so `frames` may include the engine's
-/// latency tail). `stems[i]` is slot `i` (`None` or missing: silence); `main` is the main input,
-/// used only when the settings add it to the sum. Allocates the whole result.
+/// latency tail). `stems` gives slot `i`'s audio as [`StemSource::read`] says; `main` is the
+/// main input, used only when the settings add it to the sum. Allocates the whole result.
 ///
 /// The sum is handed to `sink` as it grows: `sink(start, [left, right], key)` gets frames
 /// `start..start + left.len()` of [`StemMix::sum`] (and of [`StemMix::key`], if any), in
@@ -56,7 +83,7 @@ const SEGMENT_QUEUE: usize = 8;
 pub fn render_stems(
     sample_rate: f32,
     num_stems: usize,
-    stems: &[Option<StereoIn<'_>>],
+    stems: &dyn StemSource,
     main: Option<StereoIn<'_>>,
     settings: &EngineSettings,
     frames: usize,
@@ -67,19 +94,20 @@ pub fn render_stems(
     let num_stems = num_stems.clamp(1, MAX_STEMS);
     let stem_settings = &settings.stems[..num_stems];
     let any_solo = stem_settings.iter().any(|s| s.solo);
-    let input = |i: usize| stems.get(i).copied().flatten();
 
     // The mix key: the sanitised inputs added in stem order from zero, as the engine does.
     let key = is_keyed(stem_settings, &settings.master).then(|| {
         let mut key = [vec![0.0f32; frames], vec![0.0f32; frames]];
-        let mut chunk = [0.0f32; CHUNK];
+        let mut read = [vec![0.0f32; SEGMENT], vec![0.0f32; SEGMENT]];
         for i in 0..num_stems {
-            for (ch, k) in key.iter_mut().enumerate() {
-                for start in (0..frames).step_by(CHUNK) {
-                    let len = (frames - start).min(CHUNK);
-                    copy_sanitized(input(i).map(|s| s[ch]), start, &mut chunk[..len]);
-                    for (k, x) in k[start..start + len].iter_mut().zip(&chunk[..len]) {
-                        *k += x;
+            for seg_start in (0..frames).step_by(SEGMENT) {
+                let seg_len = (frames - seg_start).min(SEGMENT);
+                let [rl, rr] = &mut read;
+                stems.read(i, seg_start, [&mut rl[..seg_len], &mut rr[..seg_len]]);
+                for (k, r) in key.iter_mut().zip(&read) {
+                    let k = &mut k[seg_start..seg_start + seg_len];
+                    for (k, &x) in k.iter_mut().zip(&r[..seg_len]) {
+                        *k += sanitize(x);
                     }
                 }
             }
@@ -97,14 +125,20 @@ pub fn render_stems(
         let mut audio = vec![[[0.0f32; CHUNK]; 2]; count];
         let mut chunk_sum = [[0.0f32; CHUNK]; 2];
         let silence = [0.0f32; CHUNK];
+        // The group's stems over one segment, as the source gives them.
+        let mut read = vec![[vec![0.0f32; SEGMENT], vec![0.0f32; SEGMENT]]; count];
         for seg_start in (0..frames).step_by(SEGMENT) {
             let seg_len = (frames - seg_start).min(SEGMENT);
+            for (i, [l, r]) in read.iter_mut().enumerate() {
+                stems.read(first + i, seg_start, [&mut l[..seg_len], &mut r[..seg_len]]);
+            }
             let mut out = [Vec::with_capacity(seg_len), Vec::with_capacity(seg_len)];
             for start in (seg_start..seg_start + seg_len).step_by(CHUNK) {
                 let len = (seg_start + seg_len - start).min(CHUNK);
-                for (i, stem) in audio.iter_mut().enumerate() {
-                    for (ch, buf) in stem.iter_mut().enumerate() {
-                        copy_sanitized(input(first + i).map(|s| s[ch]), start, &mut buf[..len]);
+                for (stem, r) in audio.iter_mut().zip(&read) {
+                    for (buf, r) in stem.iter_mut().zip(r) {
+                        let r = &r[..seg_len];
+                        copy_sanitized(Some(r), start - seg_start, &mut buf[..len]);
                     }
                 }
                 let key_chunk = match &key {

@@ -565,7 +565,7 @@ fn busy_settings(keyed: bool, solo: bool) -> EngineSettings {
 
 #[test]
 fn offline_stages_match_the_engine_bit_for_bit() {
-    use stembus_dsp::offline::{MasterRender, SEGMENT, render_stems};
+    use stembus_dsp::offline::{InMemory, MasterRender, SEGMENT, render_stems};
     for (num, keyed, solo, parallel) in [
         (6, true, false, true),
         (3, false, false, false),
@@ -591,7 +591,7 @@ fn offline_stages_match_the_engine_bit_for_bit() {
         let mix = render_stems(
             48_000.0,
             num,
-            &ins,
+            &InMemory(&ins),
             Some([&main[0][..], &main[1][..]]),
             &settings,
             frames,
