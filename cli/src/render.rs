@@ -27,7 +27,7 @@ use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
 use crate::measure::{Measurement, Measurer};
-use crate::wav::WavStream;
+use crate::wav::{Encoder, OutputFormat, WavStream};
 
 /// Master blocks (10 ms each) handed to the meter thread at a time, at most.
 const MEASURE_BATCH_BLOCKS: usize = 16;
@@ -160,6 +160,9 @@ pub struct PassOutput {
     pub gr_mean_db: f32,
     /// Largest limiter gain reduction per 0.1 s, dB.
     pub gr_series_db: Vec<f32>,
+    /// The output file's `data` chunk, when the pass encoded its output as it went (see
+    /// [`render_master`]); the pass's measurement is then of the encoded values.
+    pub encoded: Option<Vec<u8>>,
 }
 
 /// A finished master before quantisation.
@@ -227,9 +230,11 @@ pub fn run_pass(
     input: &RenderInput,
     mix: &StemMix,
     settings: &EngineSettings,
+    encode: Option<OutputFormat>,
     bar: &ProgressBar,
 ) -> (PassOutput, Measurement) {
-    let (pass, measurement, ()) = master_pass(input, settings, bar, Key::Whole(&mix.key), |feed| {
+    let key = Key::Whole(&mix.key);
+    let (pass, measurement, ()) = master_pass(input, settings, encode, bar, key, |feed| {
         feed([&mix.sum[0], &mix.sum[1]], None)
     });
     (pass, measurement)
@@ -242,9 +247,11 @@ pub fn run_pass(
 pub fn first_pass(
     input: &RenderInput,
     settings: &EngineSettings,
+    encode: Option<OutputFormat>,
     bar: &ProgressBar,
 ) -> (StemMix, PassOutput, Measurement) {
-    let (pass, measurement, mix) = master_pass(input, settings, bar, Key::Streamed, |feed| {
+    let key = Key::Streamed;
+    let (pass, measurement, mix) = master_pass(input, settings, encode, bar, key, |feed| {
         render_stem_mix_with(input, settings, &mut |_, sum, key| feed(sum, key))
     });
     (mix, pass, measurement)
@@ -269,6 +276,7 @@ enum Key<'a> {
 fn master_pass<R>(
     input: &RenderInput,
     settings: &EngineSettings,
+    encode: Option<OutputFormat>,
     bar: &ProgressBar,
     key: Key<'_>,
     source: impl FnOnce(&mut dyn FnMut([&[f32]; 2], Option<[&[f32]; 2]>)) -> R,
@@ -299,10 +307,29 @@ fn master_pass<R>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<(&[f32], &[f32])>(MEASURE_QUEUE_BATCHES);
         let meter = scope.spawn(move || {
             let mut m = Measurer::new(sr, true, input.frames);
+            let Some(format) = encode else {
+                for (l, r) in rx {
+                    m.push(l, Some(r));
+                }
+                return (m.finish(), None);
+            };
+            // Encoded as the file will hold it, and what a reader of the file will decode is
+            // measured (a float file holds the master as it is).
+            let mut encoder = Encoder::new(format);
+            let frame_bytes = 2 * usize::from(format.bits() / 8);
+            let mut bytes = Vec::with_capacity(input.frames * frame_bytes);
+            let mut decoded = [Vec::new(), Vec::new()];
             for (l, r) in rx {
-                m.push(l, Some(r));
+                if format == OutputFormat::Float32 {
+                    encoder.encode(l, r, &mut bytes, None);
+                    m.push(l, Some(r));
+                } else {
+                    decoded.iter_mut().for_each(Vec::clear);
+                    encoder.encode(l, r, &mut bytes, Some(&mut decoded));
+                    m.push(&decoded[0], Some(&decoded[1]));
+                }
             }
-            m.finish()
+            (m.finish(), Some(bytes))
         });
         // Frames processed, and frames of the sum delivered so far.
         let (mut start, mut filled) = (0, 0);
@@ -375,11 +402,12 @@ fn master_pass<R>(
         let result = source(&mut |sum, key| step(Some((sum, key))));
         step(None);
         drop(tx);
-        let measurement = meter
+        let measured = meter
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (measurement, result)
+        (measured, result)
     });
+    let (measurement, encoded) = measurement;
     left.drain(..latency);
     right.drain(..latency);
     let pass = PassOutput {
@@ -392,6 +420,7 @@ fn master_pass<R>(
             0.0
         },
         gr_series_db: gr_series,
+        encoded,
     };
     (pass, measurement, result)
 }
@@ -400,14 +429,21 @@ fn master_pass<R>(
 /// progress bar and in errors. With `ceiling_dbtp`, a pass whose measured true peak (the
 /// plugin's meter) is above it does not count: the limiter is set lower by the excess and the
 /// pass repeated, so the reported true peak never passes the ceiling either.
+///
+/// With `encode`, a pass that is meant to be the last (every pass [`Objective::AsIs`] runs)
+/// also encodes its output as it goes, on its meter thread, and measures what the file will
+/// hold ([`PassOutput::encoded`]): the file is then ready when the pass ends instead of being
+/// encoded and measured after it. Passes of a search are not encoded (most are not kept).
 pub fn render_master(
     input: &RenderInput,
     settings: &EngineSettings,
     objective: Objective,
     ceiling_dbtp: Option<f32>,
+    encode: Option<OutputFormat>,
     label: &str,
     bar: &ProgressBar,
 ) -> Result<Master> {
+    let encode = encode.filter(|_| objective == Objective::AsIs);
     let mut settings = settings.clone();
     let mut drive = settings
         .master
@@ -419,7 +455,7 @@ pub fn render_master(
     let mut passes = 0;
     settings.master.drive_db = drive;
     bar.set_message(format!("{label}: stems, pass 1, drive {drive:+.2} dB"));
-    let (mix, pass, measurement) = first_pass(input, &settings, bar);
+    let (mix, pass, measurement) = first_pass(input, &settings, encode, bar);
     if let Some(e) = input.read_error() {
         return Err(e);
     }
@@ -431,7 +467,7 @@ pub fn render_master(
             Some(first) => first,
             None => {
                 bar.set_message(format!("{label}: pass {passes}, drive {drive:+.2} dB"));
-                run_pass(input, &mix, &settings, bar)
+                run_pass(input, &mix, &settings, encode, bar)
             }
         };
         if let (Some(ceiling), Some(tp)) = (ceiling_dbtp, measurement.true_peak_dbtp)
@@ -656,6 +692,44 @@ mod tests {
     }
 
     #[test]
+    fn an_as_is_master_is_encoded_and_measured_as_its_file_by_the_pass() {
+        use crate::measure::measure;
+        use crate::wav::{decode_wav, encode_wav, wav_header};
+        let input = song(3);
+        let mut settings = EngineSettings::default();
+        settings.master.drive_db = 6.0;
+        let bar = ProgressBar::hidden();
+        for format in [
+            OutputFormat::Pcm16,
+            OutputFormat::Pcm24,
+            OutputFormat::Float32,
+        ] {
+            let encode = Some(format);
+            let master =
+                render_master(&input, &settings, Objective::AsIs, None, encode, "t", &bar).unwrap();
+            let bytes = master.pass.encoded.as_ref().expect("an as-is pass encodes");
+            let (left, right) = (&master.pass.left, &master.pass.right);
+            let file = encode_wav(left, right, 48_000, format);
+            let header = wav_header(left.len(), 48_000, format).len();
+            assert!(
+                file[header..] == bytes[..],
+                "{format:?}: the file's data chunk"
+            );
+            let decoded = decode_wav("master", &file).unwrap();
+            let [l, r] = decoded.stereo();
+            assert_eq!(
+                master.measurement,
+                measure(l, Some(r), 48_000),
+                "{format:?}"
+            );
+            // A search does not encode the passes it may throw away.
+            let target = Objective::Loudness(-20.0);
+            let searched = render_master(&input, &settings, target, None, encode, "t", &bar);
+            assert!(searched.unwrap().pass.encoded.is_none());
+        }
+    }
+
+    #[test]
     fn the_first_pass_alongside_the_stems_equals_stems_then_pass() {
         use stembus_dsp::settings::CompKey;
         // One and two stem groups; mix-keyed compressors make the key travel with the sum to the
@@ -675,11 +749,11 @@ mod tests {
             settings.master.glue.enabled = true;
             settings.master.drive_db = 12.0;
             let bar = ProgressBar::hidden();
-            let (mix, pass, measurement) = first_pass(&input, &settings, &bar);
+            let (mix, pass, measurement) = first_pass(&input, &settings, None, &bar);
             let want_mix = render_stem_mix(&input, &settings);
             assert!(mix.sum == want_mix.sum && mix.key == want_mix.key);
             assert_eq!(mix.key.is_some(), keyed);
-            let (want, want_measurement) = run_pass(&input, &want_mix, &settings, &bar);
+            let (want, want_measurement) = run_pass(&input, &want_mix, &settings, None, &bar);
             assert_eq!(pass.left.len(), input.frames);
             assert!(
                 pass.left == want.left && pass.right == want.right,

@@ -455,6 +455,7 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
                             .limiter
                             .enabled
                             .then_some(job.settings.master.limiter.ceiling_dbtp),
+                        Some(opts.format),
                         &job.name,
                         &bars[i],
                     )
@@ -526,50 +527,15 @@ fn write_master(
 ) -> Result<MasterReport> {
     let (left, right) = (&master.pass.left, &master.pass.right);
     let frames = left.len().min(right.len());
-    // Measure what the file holds (after dither and rounding), as `analyze` would: the
-    // quantised values go block by block, as they are written, to a meter on a second thread
-    // (a float file holds the master as it is, measured already).
-    let quantised = format != OutputFormat::Float32;
-    let measured = std::thread::scope(|scope| -> Result<Measurement> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<[Vec<f32>; 2]>(4);
-        let meter = quantised.then(|| {
-            scope.spawn(move || {
-                let mut m = Measurer::new(rate, true, frames);
-                for [l, r] in rx {
-                    m.push(&l, Some(&r));
-                }
-                m.finish()
-            })
-        });
-        let written = write_atomic_with(&job.output, |file| {
+    let measured = match &master.pass.encoded {
+        // Encoded and measured by the pass already.
+        Some(bytes) => write_atomic_with(&job.output, |file| {
             file.write_all(&wav_header(frames, rate, format))?;
-            let mut encoder = Encoder::new(format);
-            let mut bytes = Vec::with_capacity(WRITE_BLOCK_FRAMES * 8);
-            for (l, r) in left[..frames]
-                .chunks(WRITE_BLOCK_FRAMES)
-                .zip(right[..frames].chunks(WRITE_BLOCK_FRAMES))
-            {
-                bytes.clear();
-                let mut decoded =
-                    quantised.then(|| [Vec::with_capacity(l.len()), Vec::with_capacity(r.len())]);
-                encoder.encode(l, r, &mut bytes, decoded.as_mut());
-                file.write_all(&bytes)?;
-                if let Some(decoded) = decoded {
-                    // The meter only stops early by panicking, which `join` reports below.
-                    let _ = tx.send(decoded);
-                }
-            }
-            Ok(())
-        });
-        drop(tx);
-        let measured = match meter {
-            Some(m) => m
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            None => master.measurement.clone(),
-        };
-        written.map(|()| measured)
-    })?;
+            file.write_all(bytes)
+        })
+        .map(|()| master.measurement.clone())?,
+        None => encode_and_write(job, master, format, rate)?,
+    };
     let duration_s = master.pass.left.len() as f64 / f64::from(rate);
     if let Some(plot) = &job.plot {
         write_plot(
@@ -615,6 +581,61 @@ fn write_master(
         drive_db: round3(master.settings.master.drive_db),
         passes: master.passes,
         reference_mix_lufs: r(reference_mix_lufs),
+    })
+}
+
+/// Encodes the master into its file and measures what the file holds (after dither and
+/// rounding), as `analyze` would: the quantised values go block by block, as they are
+/// written, to a meter on a second thread (a float file holds the master as it is, measured
+/// already).
+fn encode_and_write(
+    job: &Job,
+    master: &Master,
+    format: OutputFormat,
+    rate: u32,
+) -> Result<Measurement> {
+    let (left, right) = (&master.pass.left, &master.pass.right);
+    let frames = left.len().min(right.len());
+    let quantised = format != OutputFormat::Float32;
+    std::thread::scope(|scope| -> Result<Measurement> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<[Vec<f32>; 2]>(4);
+        let meter = quantised.then(|| {
+            scope.spawn(move || {
+                let mut m = Measurer::new(rate, true, frames);
+                for [l, r] in rx {
+                    m.push(&l, Some(&r));
+                }
+                m.finish()
+            })
+        });
+        let written = write_atomic_with(&job.output, |file| {
+            file.write_all(&wav_header(frames, rate, format))?;
+            let mut encoder = Encoder::new(format);
+            let mut bytes = Vec::with_capacity(WRITE_BLOCK_FRAMES * 8);
+            for (l, r) in left[..frames]
+                .chunks(WRITE_BLOCK_FRAMES)
+                .zip(right[..frames].chunks(WRITE_BLOCK_FRAMES))
+            {
+                bytes.clear();
+                let mut decoded =
+                    quantised.then(|| [Vec::with_capacity(l.len()), Vec::with_capacity(r.len())]);
+                encoder.encode(l, r, &mut bytes, decoded.as_mut());
+                file.write_all(&bytes)?;
+                if let Some(decoded) = decoded {
+                    // The meter only stops early by panicking, which `join` reports below.
+                    let _ = tx.send(decoded);
+                }
+            }
+            Ok(())
+        });
+        drop(tx);
+        let measured = match meter {
+            Some(m) => m
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => master.measurement.clone(),
+        };
+        written.map(|()| measured)
     })
 }
 
