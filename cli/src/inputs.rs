@@ -228,10 +228,7 @@ impl StemInput {
 
     /// Frames of audio.
     pub fn frames(&self) -> usize {
-        match &self.audio {
-            SlotAudio::Memory(ch) => ch.first().map_or(0, Vec::len),
-            SlotAudio::File(f) => f.frames(),
-        }
+        self.audio.frames()
     }
 }
 

@@ -68,15 +68,17 @@ pub enum SlotAudio {
     File(WavStream),
 }
 
-impl Slot {
+impl SlotAudio {
     /// Frames of audio.
     pub fn frames(&self) -> usize {
-        match &self.audio {
-            SlotAudio::Memory(ch) => ch.first().map_or(0, Vec::len),
-            SlotAudio::File(f) => f.frames(),
+        match self {
+            Self::Memory(ch) => ch.first().map_or(0, Vec::len),
+            Self::File(f) => f.frames(),
         }
     }
+}
 
+impl Slot {
     /// Left and right of a decoded slot (a mono one twice); `None` for one read from its file.
     fn stereo(&self) -> Option<[&[f32]; 2]> {
         match &self.audio {
