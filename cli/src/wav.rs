@@ -185,7 +185,7 @@ fn parse_fmt(name: &str, b: &[u8]) -> Result<Fmt> {
 /// Reads a WAV file completely. Errors are one line and name the file.
 ///
 /// The file is not read into memory as a whole: the chunk headers are read where they lie, and
-/// the `data` chunk is streamed through one [`READ_BLOCK_BYTES`] buffer straight into the
+/// the `data` chunk is streamed through one `READ_BLOCK_BYTES` buffer straight into the
 /// channels (no file-sized buffer to allocate, fault in and free, and each block is decoded
 /// while it is still in the cache). The result and the errors are those of [`decode_wav`] on
 /// the file's bytes (tested).

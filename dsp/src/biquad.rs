@@ -1134,7 +1134,7 @@ impl SectionChain<'_> {
     /// Filters a stereo `f32` block in place through every section in order: the same values
     /// as [`load_sanitized`], [`SectionChain::process`] and [`store_lanes`] give (input
     /// sanitised, `f64` throughout, rounded once at the end). A short chain
-    /// ([`SectionChain::fuses_io`]) converts inside the kernel's frame loop, where the
+    /// (`SectionChain::fuses_io`) converts inside the kernel's frame loop, where the
     /// conversions hide behind the recursion's latency; a longer one is bound by its
     /// arithmetic, keeps every state in a register, and converts in two passes over a stack
     /// buffer instead. Same length rule as [`SectionChain::process`].

@@ -40,15 +40,15 @@
 //! logarithm, gain computer, `exp2`, a division for the design: ≈ 130 cycles). Run once per
 //! segment between the per-sample loops (as an earlier version did), that chain, not the
 //! filters, set the pace. So while the detector is settled (frequency and Q still) the frames
-//! of a block's part of a [`GRID`] cell go through passes: the detector over all of them
+//! of a block's part of a `GRID` cell go through passes: the detector over all of them
 //! (band powers), then the envelope of every segment they complete — the dot products,
 //! logarithms and designs of the segments are independent of each other, only the mean square
 //! and the cut (one multiply-add and one maximum each) carry from segment to segment — and
 //! the bell's designs, then the bell over all of them. A segment whose bell gain stays put
-//! (the [`BELL_STEP_DB`] hysteresis: > 99 % of the segments on the engine bench) needs no
+//! (the `BELL_STEP_DB` hysteresis: > 99 % of the segments on the engine bench) needs no
 //! design and no ramp: the bell runs with constant coefficients, several such segments in one
 //! loop (the same values as a ramp with zero increments). So the bell runs speculatively in
-//! the detector's loop with the coefficients it has ([`detector_bell_pass`]: two independent
+//! the detector's loop with the coefficients it has (`detector_bell_pass`: two independent
 //! latency-bound recursions in one loop cost little more than one); only from a segment that
 //! turns out to need a new design does it run again, from the state and input kept at that
 //! segment's start.

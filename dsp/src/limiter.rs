@@ -47,14 +47,14 @@
 //! exact integer smoothing added here.
 //!
 //! **Speed.** The detector's filters run 32 frames at a time in independent lanes (stage 1 in
-//! a strided layout that reuses its loads, see [`stage1_block`]); on x86-64 CPUs with AVX2 and
+//! a strided layout that reuses its loads, see `stage1_block`); on x86-64 CPUs with AVX2 and
 //! FMA a build of the whole chunk processing for those is chosen at run time. The detector
 //! skips what the result cannot depend on: a peak at or below the ceiling gives a required gain
 //! of exactly 1 whatever its value, so a channel's chunk (or 32-frame block) whose peaks a
 //! bound keeps below the ceiling is not computed — `Σ|h|` of the filters times the largest
-//! input magnitude, see [`DetectorCoeffs::stage2_bound`]. The output is the same to the bit as
+//! input magnitude, see `DetectorCoeffs::stage2_bound`. The output is the same to the bit as
 //! with every peak computed (tested). Release, box smoothing and gain run fused in one loop
-//! (see [`Limiter::release_and_smooth`]).
+//! (see `Limiter::release_and_smooth`).
 
 use crate::settings::LimiterSettings;
 use crate::smoother::{DEFAULT_RAMP_MS, Smoother};

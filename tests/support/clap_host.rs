@@ -6,7 +6,7 @@
 //! `clack_host::AudioPorts` so that a test controls exactly what the plugin sees (ports left
 //! out, null channel arrays, fewer channels) and so that clack-host 0.2.0's `AudioPorts`
 //! pitfalls (pointer fix-up after a reallocation, the constant-mask bit) stay out of the way.
-//! One extra "guard" port carrying [`POISON_TONE_HZ`](crate::signal::POISON_TONE_HZ) sits in
+//! One extra "guard" port carrying [`POISON_TONE_HZ`] sits in
 //! memory right after the ports handed over: a plugin that reads past `audio_inputs_count`
 //! puts that tone in its output.
 
