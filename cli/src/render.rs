@@ -22,7 +22,7 @@
 
 use indicatif::ProgressBar;
 use stembus_dsp::MAX_STEMS;
-use stembus_dsp::offline::{MasterRender, StemMix, StemSource, SumSink, render_stems};
+use stembus_dsp::offline::{InMemory, MasterRender, StemMix, StemSource, SumSink, render_stems};
 use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
@@ -96,20 +96,11 @@ struct SlotSource<'a>(&'a [Option<Slot>]);
 
 impl StemSource for SlotSource<'_> {
     fn read(&self, slot: usize, start: usize, out: [&mut [f32]; 2]) {
-        let Some(s) = self.0.get(slot).and_then(Option::as_ref) else {
-            out.into_iter().for_each(|o| o.fill(0.0));
-            return;
-        };
-        match (&s.audio, s.stereo()) {
-            (SlotAudio::File(f), _) => f.read(start, out),
-            (SlotAudio::Memory(_), stereo) => {
-                for (o, src) in out.into_iter().zip(stereo.unwrap_or([&[], &[]])) {
-                    let src = src.get(start.min(src.len())..).unwrap_or(&[]);
-                    let n = src.len().min(o.len());
-                    o[..n].copy_from_slice(&src[..n]);
-                    o[n..].fill(0.0);
-                }
-            }
+        let slot = self.0.get(slot).and_then(Option::as_ref);
+        match slot.map(|s| &s.audio) {
+            Some(SlotAudio::File(f)) => f.read(start, out),
+            // Decoded, or no stem: as the engine's own in-memory source reads it.
+            _ => InMemory(&[slot.and_then(Slot::stereo)]).read(0, start, out),
         }
     }
 }
@@ -305,7 +296,7 @@ fn master_pass<R>(
     let mut next_boundary = series_len;
     // The unprocessed rest of the buffers; each finished block is handed to the meter.
     let (mut rest_l, mut rest_r) = (&mut left[..], &mut right[..]);
-    let (measurement, result) = std::thread::scope(|scope| {
+    let ((measurement, encoded), result) = std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(&[f32], &[f32])>(MEASURE_QUEUE_BATCHES);
         let meter = scope.spawn(move || {
             let mut m = Measurer::new(sr, true, input.frames);
@@ -409,7 +400,6 @@ fn master_pass<R>(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (measured, result)
     });
-    let (measurement, encoded) = measurement;
     left.drain(..latency);
     right.drain(..latency);
     let pass = PassOutput {
