@@ -244,3 +244,63 @@ fn a_user_targets_file_adds_and_replaces_targets() {
         assert!(tp <= ceiling, "{target}: {tp} dBTP");
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn an_interrupted_render_leaves_no_file_behind() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    // Five minutes of a mono stem, and a loudness search: a render long enough to be caught
+    // while its master is being written.
+    let tone: Vec<f32> = (0..SR as usize * 300)
+        .map(|n| 0.3 * (std::f32::consts::TAU * 220.0 * n as f32 / SR as f32).sin())
+        .collect();
+    let stem = dir.path().join("long.wav");
+    write_int(&stem, &[tone], SR, 16);
+    let out = dir.path().join("master.wav");
+    let mut child = Command::new(stembus_bin())
+        .args(["render", s(&stem), "--target-lufs", "-14", "-o", s(&out)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let listing = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    // Wait for the master's temporary file, then interrupt the render (Ctrl-C).
+    let start = Instant::now();
+    loop {
+        if listing().iter().any(|n| n.starts_with(".stembus-")) {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the render ended before it could be interrupted"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no temporary file"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let kill = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let result = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert_eq!(
+        listing(),
+        ["long.wav"],
+        "no master and no temporary file left"
+    );
+}

@@ -11,6 +11,9 @@ use stembus_cli::error::{CliError, EXIT_INPUT, EXIT_PROBLEMS, Result};
 use stembus_cli::render_cmd::{RenderOptions, run_render, text_table};
 use stembus_cli::wav::OutputFormat;
 
+/// Exit status of a run interrupted by a signal (`128 + SIGINT`, the shell convention).
+const EXIT_INTERRUPTED: i32 = 130;
+
 /// Stembus offline tool: master stems with the Stembus engine, analyse loudness, check stems.
 #[derive(Parser)]
 #[command(name = "stembus", version, about, long_about = None)]
@@ -225,6 +228,15 @@ fn main() -> ExitCode {
             .map(|l| format!(" at {}:{}", l.file(), l.line()));
         eprintln!("stembus: internal error: {msg}{}", at.unwrap_or_default());
     }));
+    // An interrupted run (Ctrl-C, SIGTERM, SIGHUP) exits without running destructors:
+    // delete the temporary files of the outputs still being written first, so that nothing
+    // half-written is left beside them. (If the handler cannot be installed the run goes on;
+    // only an interruption would then leave a hidden temporary file.)
+    let _ = ctrlc::set_handler(|| {
+        stembus_cli::wav::remove_unfinished_outputs();
+        eprintln!("stembus: interrupted; no output was left half-written");
+        std::process::exit(EXIT_INTERRUPTED);
+    });
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

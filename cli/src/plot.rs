@@ -10,8 +10,9 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
-use crate::error::{CliError, Result, io_reason};
+use crate::error::{CliError, Result};
 use crate::measure::SeriesPoint;
+use crate::wav::TempOutput;
 
 /// Image size in pixels.
 pub const SIZE: (u32, u32) = (1200, 700);
@@ -170,21 +171,11 @@ fn draw(data: &PlotData<'_>, path: &Path) -> DrawResult {
 pub fn write_plot(path: &Path, data: &PlotData<'_>) -> Result<()> {
     register_font();
     let name = path.display();
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".stembus-plot-")
-        .suffix(".png")
-        .tempfile_in(dir)
-        .map_err(|e| CliError::input(format!("cannot write {name}: {}", io_reason(&e))))?;
+    // The suffix tells the PNG encoder the format.
+    let tmp = TempOutput::new(path, ".png")?;
     draw(data, tmp.path())
         .map_err(|e| CliError::failed(format!("cannot draw the plot {name}: {e}")))?;
-    crate::wav::set_readable(tmp.path());
     tmp.persist(path)
-        .map_err(|e| CliError::input(format!("cannot write {name}: {}", io_reason(&e.error))))?;
-    Ok(())
 }
 
 #[cfg(test)]

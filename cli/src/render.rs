@@ -27,7 +27,7 @@ use stembus_dsp::settings::{EngineSettings, MonitorSource};
 
 use crate::error::{CliError, Result};
 use crate::measure::{Measurement, Measurer};
-use crate::wav::{Encoder, OutputFormat, WavStream};
+use crate::wav::{Encoder, OutputFormat, WavStream, wav_header};
 
 /// Master blocks (10 ms each) handed to the meter thread at a time, at most.
 const MEASURE_BATCH_BLOCKS: usize = 16;
@@ -153,9 +153,97 @@ pub struct PassOutput {
     pub gr_mean_db: f32,
     /// Largest limiter gain reduction per 0.1 s, dB.
     pub gr_series_db: Vec<f32>,
-    /// The output file's `data` chunk, when the pass encoded its output as it went (see
-    /// [`render_master`]); the pass's measurement is then of the encoded values.
-    pub encoded: Option<Vec<u8>>,
+    /// The pass encoded its output into the [`Encode`] sink as it went (see
+    /// [`render_master`]): the sink holds this pass's file, and the pass's measurement is of
+    /// the encoded values.
+    pub encoded: bool,
+}
+
+/// Where a pass that encodes its output puts the file as it goes: the WAV header first, then
+/// the `data` chunk a batch of blocks at a time.
+pub trait EncodeSink: Send {
+    /// Empties the file (a repeated pass replaces what the one before it wrote).
+    fn restart(&mut self);
+    /// Appends `bytes`.
+    fn append(&mut self, bytes: &[u8]);
+}
+
+impl EncodeSink for Vec<u8> {
+    fn restart(&mut self) {
+        self.clear();
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+/// An [`EncodeSink`] writing into a file (the temporary file of a master, renamed into place
+/// once complete). Write errors do not stop the pass: the first is kept, later writes are
+/// skipped, and [`FileSink::finish`] reports it.
+pub struct FileSink<'a> {
+    /// The file, written from its start.
+    file: &'a mut std::fs::File,
+    /// The first write error.
+    error: Option<std::io::Error>,
+}
+
+impl<'a> FileSink<'a> {
+    /// A sink writing into `file` (from its start).
+    pub fn new(file: &'a mut std::fs::File) -> Self {
+        Self { file, error: None }
+    }
+
+    /// The first write error, if any; otherwise the data is flushed to the file.
+    pub fn finish(self) -> std::io::Result<()> {
+        use std::io::Write;
+        match self.error {
+            Some(e) => Err(e),
+            None => self.file.flush(),
+        }
+    }
+
+    /// Runs `f` on the file unless an earlier write failed; keeps its error.
+    fn attempt(&mut self, f: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>) {
+        if self.error.is_none()
+            && let Err(e) = f(self.file)
+        {
+            self.error = Some(e);
+        }
+    }
+}
+
+impl EncodeSink for FileSink<'_> {
+    fn restart(&mut self) {
+        use std::io::Seek;
+        self.attempt(|f| {
+            f.set_len(0)?;
+            f.rewind()
+        });
+    }
+
+    fn append(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.attempt(|f| f.write_all(bytes));
+    }
+}
+
+/// What a pass that is meant to be kept encodes its output into, as it goes.
+pub struct Encode<'a> {
+    /// The output encoding.
+    pub format: OutputFormat,
+    /// Where the file goes.
+    pub sink: &'a mut dyn EncodeSink,
+}
+
+impl Encode<'_> {
+    /// The same sink, for one pass.
+    fn reborrow(&mut self) -> Encode<'_> {
+        Encode {
+            format: self.format,
+            sink: &mut *self.sink,
+        }
+    }
 }
 
 /// A finished master before quantisation.
@@ -223,7 +311,7 @@ pub fn run_pass(
     input: &RenderInput,
     mix: &StemMix,
     settings: &EngineSettings,
-    encode: Option<OutputFormat>,
+    encode: Option<Encode<'_>>,
     bar: &ProgressBar,
 ) -> (PassOutput, Measurement) {
     let key = Key::Whole(&mix.key);
@@ -240,7 +328,7 @@ pub fn run_pass(
 pub fn first_pass(
     input: &RenderInput,
     settings: &EngineSettings,
-    encode: Option<OutputFormat>,
+    encode: Option<Encode<'_>>,
     bar: &ProgressBar,
 ) -> (StemMix, PassOutput, Measurement) {
     let key = Key::Streamed;
@@ -269,7 +357,7 @@ enum Key<'a> {
 fn master_pass<R>(
     input: &RenderInput,
     settings: &EngineSettings,
-    encode: Option<OutputFormat>,
+    encode: Option<Encode<'_>>,
     bar: &ProgressBar,
     key: Key<'_>,
     source: impl FnOnce(&mut dyn FnMut([&[f32]; 2], Option<[&[f32]; 2]>)) -> R,
@@ -300,19 +388,22 @@ fn master_pass<R>(
         let (tx, rx) = std::sync::mpsc::sync_channel::<(&[f32], &[f32])>(MEASURE_QUEUE_BATCHES);
         let meter = scope.spawn(move || {
             let mut m = Measurer::new(sr, true, input.frames);
-            let Some(format) = encode else {
+            let Some(Encode { format, sink }) = encode else {
                 for (l, r) in rx {
                     m.push(l, Some(r));
                 }
-                return (m.finish(), None);
+                return (m.finish(), false);
             };
-            // Encoded as the file will hold it, and what a reader of the file will decode is
-            // measured (a float file holds the master as it is).
+            // Encoded as the file will hold it and written as it goes (on this thread, beside
+            // the stem stage, rather than after the pass), and what a reader of the file will
+            // decode is measured (a float file holds the master as it is).
+            sink.restart();
+            sink.append(&wav_header(input.frames, sr, format));
             let mut encoder = Encoder::new(format);
-            let frame_bytes = 2 * usize::from(format.bits() / 8);
-            let mut bytes = Vec::with_capacity(input.frames * frame_bytes);
+            let mut bytes = Vec::new();
             let mut decoded = [Vec::new(), Vec::new()];
             for (l, r) in rx {
+                bytes.clear();
                 if format == OutputFormat::Float32 {
                     encoder.encode(l, r, &mut bytes, None);
                     m.push(l, Some(r));
@@ -321,8 +412,9 @@ fn master_pass<R>(
                     encoder.encode(l, r, &mut bytes, Some(&mut decoded));
                     m.push(&decoded[0], Some(&decoded[1]));
                 }
+                sink.append(&bytes);
             }
-            (m.finish(), Some(bytes))
+            (m.finish(), true)
         });
         // Frames processed, and frames of the sum delivered so far.
         let (mut start, mut filled) = (0, 0);
@@ -423,19 +515,21 @@ fn master_pass<R>(
 /// pass repeated, so the reported true peak never passes the ceiling either.
 ///
 /// With `encode`, a pass that is meant to be the last (every pass [`Objective::AsIs`] runs)
-/// also encodes its output as it goes, on its meter thread, and measures what the file will
-/// hold ([`PassOutput::encoded`]): the file is then ready when the pass ends instead of being
-/// encoded and measured after it. Passes of a search are not encoded (most are not kept).
+/// also encodes its output as it goes, on its meter thread, into the sink (the WAV file,
+/// header and data; a repeated pass starts it again), and measures what the file will hold
+/// ([`PassOutput::encoded`]): the file is then written when the pass ends instead of being
+/// encoded, written and measured after it. Passes of a search are not encoded (most are not
+/// kept), and the sink is left alone.
 pub fn render_master(
     input: &RenderInput,
     settings: &EngineSettings,
     objective: Objective,
     ceiling_dbtp: Option<f32>,
-    encode: Option<OutputFormat>,
+    encode: Option<Encode<'_>>,
     label: &str,
     bar: &ProgressBar,
 ) -> Result<Master> {
-    let encode = encode.filter(|_| objective == Objective::AsIs);
+    let mut encode = encode.filter(|_| objective == Objective::AsIs);
     let mut settings = settings.clone();
     let mut drive = settings
         .master
@@ -447,7 +541,8 @@ pub fn render_master(
     let mut passes = 0;
     settings.master.drive_db = drive;
     bar.set_message(format!("{label}: stems, pass 1, drive {drive:+.2} dB"));
-    let (mix, pass, measurement) = first_pass(input, &settings, encode, bar);
+    let (mix, pass, measurement) =
+        first_pass(input, &settings, encode.as_mut().map(Encode::reborrow), bar);
     if let Some(e) = input.read_error() {
         return Err(e);
     }
@@ -459,7 +554,13 @@ pub fn render_master(
             Some(first) => first,
             None => {
                 bar.set_message(format!("{label}: pass {passes}, drive {drive:+.2} dB"));
-                run_pass(input, &mix, &settings, encode, bar)
+                run_pass(
+                    input,
+                    &mix,
+                    &settings,
+                    encode.as_mut().map(Encode::reborrow),
+                    bar,
+                )
             }
         };
         if let (Some(ceiling), Some(tp)) = (ceiling_dbtp, measurement.true_peak_dbtp)
@@ -686,7 +787,7 @@ mod tests {
     #[test]
     fn an_as_is_master_is_encoded_and_measured_as_its_file_by_the_pass() {
         use crate::measure::measure;
-        use crate::wav::{decode_wav, encode_wav, wav_header};
+        use crate::wav::{decode_wav, encode_wav};
         let input = song(3);
         let mut settings = EngineSettings::default();
         settings.master.drive_db = 6.0;
@@ -696,17 +797,18 @@ mod tests {
             OutputFormat::Pcm24,
             OutputFormat::Float32,
         ] {
-            let encode = Some(format);
+            // Something already in the sink is replaced.
+            let mut bytes = b"stale".to_vec();
+            let encode = Some(Encode {
+                format,
+                sink: &mut bytes,
+            });
             let master =
                 render_master(&input, &settings, Objective::AsIs, None, encode, "t", &bar).unwrap();
-            let bytes = master.pass.encoded.as_ref().expect("an as-is pass encodes");
+            assert!(master.pass.encoded, "an as-is pass encodes");
             let (left, right) = (&master.pass.left, &master.pass.right);
             let file = encode_wav(left, right, 48_000, format);
-            let header = wav_header(left.len(), 48_000, format).len();
-            assert!(
-                file[header..] == bytes[..],
-                "{format:?}: the file's data chunk"
-            );
+            assert!(file == bytes, "{format:?}: the file, header and data");
             let decoded = decode_wav("master", &file).unwrap();
             let [l, r] = decoded.stereo();
             assert_eq!(
@@ -714,11 +816,75 @@ mod tests {
                 measure(l, Some(r), 48_000),
                 "{format:?}"
             );
-            // A search does not encode the passes it may throw away.
+            // A search does not encode the passes it may throw away, nor touch the sink.
             let target = Objective::Loudness(-20.0);
+            let mut untouched = b"stale".to_vec();
+            let encode = Some(Encode {
+                format,
+                sink: &mut untouched,
+            });
             let searched = render_master(&input, &settings, target, None, encode, "t", &bar);
-            assert!(searched.unwrap().pass.encoded.is_none());
+            assert!(!searched.unwrap().pass.encoded);
+            assert_eq!(untouched, b"stale");
         }
+    }
+
+    #[test]
+    fn a_repeated_as_is_pass_rewrites_the_file() {
+        use crate::wav::encode_wav;
+        let input = song(3);
+        let mut settings = EngineSettings::default();
+        settings.master.drive_db = 6.0;
+        settings.master.limiter.ceiling_dbtp = -1.0;
+        let bar = ProgressBar::hidden();
+        let mut bytes = Vec::new();
+        let format = OutputFormat::Pcm24;
+        let encode = Some(Encode {
+            format,
+            sink: &mut bytes,
+        });
+        // A ceiling under the limiter's: the first pass does not count, the next one runs
+        // with the limiter lowered and must replace what the first one wrote.
+        let master = render_master(
+            &input,
+            &settings,
+            Objective::AsIs,
+            Some(-3.0),
+            encode,
+            "t",
+            &bar,
+        )
+        .unwrap();
+        assert!(master.passes >= 2, "{} passes", master.passes);
+        let (left, right) = (&master.pass.left, &master.pass.right);
+        assert!(bytes == encode_wav(left, right, 48_000, format));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_file_sink_keeps_the_first_write_error() {
+        // Every write to /dev/full fails (no space left on the device).
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let mut sink = FileSink::new(&mut file);
+        sink.append(&[0; 4096]);
+        sink.append(&[0; 16]);
+        let e = sink.finish().unwrap_err();
+        assert!(e.raw_os_error().is_some(), "{e}");
+        // A file that takes the writes reports none.
+        let mut ok = tempfile::tempfile().unwrap();
+        let mut sink = FileSink::new(&mut ok);
+        sink.append(b"abc");
+        sink.restart();
+        sink.append(b"de");
+        sink.finish().unwrap();
+        use std::io::{Read, Seek};
+        let mut content = String::new();
+        ok.rewind().unwrap();
+        ok.read_to_string(&mut content).unwrap();
+        assert_eq!(content, "de");
     }
 
     #[test]

@@ -16,10 +16,15 @@ use crate::error::{CliError, Result};
 use crate::inputs::{StemInput, check_same_rate, collect, load_all, open_stems};
 use crate::measure::{Measurement, Measurer, measure, round3};
 use crate::plot::{PlotData, write_plot};
-use crate::render::{Master, Objective, RenderInput, Slot, SlotAudio, render_master};
+use crate::render::{
+    Encode, FileSink, Master, Objective, RenderInput, Slot, SlotAudio, render_master,
+};
 use crate::settings_file::{self, LoadedSettings};
 use crate::targets::{self, Target};
-use crate::wav::{Encoder, OutputFormat, check_writable, read_wav, wav_header, write_atomic_with};
+use crate::wav::{
+    Encoder, OutputFormat, TempOutput, check_writable, read_wav, wav_header, write_atomic_with,
+    write_error,
+};
 
 /// Everything `stembus render` is asked to do.
 #[derive(Debug, Clone)]
@@ -446,21 +451,34 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
                     let mut settings = job.settings.clone();
                     settings.master.limiter.ceiling_dbtp +=
                         quantisation_margin_db(opts.format, &settings) - LIMITER_ALLOWANCE_DB;
-                    let result = render_master(
-                        &input,
-                        &settings,
-                        job.objective,
-                        job.settings
-                            .master
-                            .limiter
-                            .enabled
-                            .then_some(job.settings.master.limiter.ceiling_dbtp),
-                        Some(opts.format),
-                        &job.name,
-                        &bars[i],
-                    )
-                    .and_then(|master| {
-                        write_master(job, &master, opts.format, rate, reference_mix_lufs)
+                    // The master's file is written into a temporary file next to it while the
+                    // pass runs (see `render_master`), renamed into place once complete.
+                    let result = TempOutput::new(&job.output, ".tmp").and_then(|mut tmp| {
+                        let mut sink = FileSink::new(tmp.as_file_mut());
+                        let master = render_master(
+                            &input,
+                            &settings,
+                            job.objective,
+                            job.settings
+                                .master
+                                .limiter
+                                .enabled
+                                .then_some(job.settings.master.limiter.ceiling_dbtp),
+                            Some(Encode {
+                                format: opts.format,
+                                sink: &mut sink,
+                            }),
+                            &job.name,
+                            &bars[i],
+                        )?;
+                        let written = sink.finish();
+                        let file = if master.pass.encoded {
+                            written.map_err(|e| write_error(&job.output, &e))?;
+                            Some(tmp)
+                        } else {
+                            None
+                        };
+                        write_master(job, &master, file, opts.format, rate, reference_mix_lufs)
                     });
                     bars[i].finish_and_clear();
                     if let Ok(mut slot) = slots[i].lock() {
@@ -517,23 +535,22 @@ fn check_engine_rate(rate: u32, what: &str) -> Result<()> {
 /// Frames encoded and written at a time.
 const WRITE_BLOCK_FRAMES: usize = 1 << 14;
 
-/// Quantises, writes and measures one master (and its plot).
+/// Quantises, writes and measures one master (and its plot). `written`: the master's file,
+/// complete, when its pass encoded and wrote it ([`crate::render::PassOutput::encoded`]), to
+/// be put in place; otherwise it is encoded and written here.
 fn write_master(
     job: &Job,
     master: &Master,
+    written: Option<TempOutput>,
     format: OutputFormat,
     rate: u32,
     reference_mix_lufs: Option<f32>,
 ) -> Result<MasterReport> {
-    let (left, right) = (&master.pass.left, &master.pass.right);
-    let frames = left.len().min(right.len());
-    let measured = match &master.pass.encoded {
-        // Encoded and measured by the pass already.
-        Some(bytes) => write_atomic_with(&job.output, |file| {
-            file.write_all(&wav_header(frames, rate, format))?;
-            file.write_all(bytes)
-        })
-        .map(|()| master.measurement.clone())?,
+    let measured = match written {
+        // Encoded, written and measured by the pass already.
+        Some(tmp) => tmp
+            .persist(&job.output)
+            .map(|()| master.measurement.clone())?,
         None => encode_and_write(job, master, format, rate)?,
     };
     let duration_s = master.pass.left.len() as f64 / f64::from(rate);

@@ -14,7 +14,7 @@
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::error::{CliError, Result, io_reason};
@@ -916,18 +916,95 @@ pub fn write_atomic_with<T>(
     path: &Path,
     write: impl FnOnce(&mut fs::File) -> std::io::Result<T>,
 ) -> Result<T> {
-    let name = path.display();
-    let fail =
-        |e: std::io::Error| CliError::input(format!("cannot write {name}: {}", io_reason(&e)));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".stembus-")
-        .suffix(".tmp")
-        .tempfile_in(parent_dir(path))
-        .map_err(fail)?;
-    let value = write(tmp.as_file_mut()).map_err(fail)?;
-    set_readable(tmp.path());
-    tmp.persist(path).map_err(|e| fail(e.error))?;
+    let mut tmp = TempOutput::new(path, ".tmp")?;
+    let value = write(tmp.as_file_mut()).map_err(|e| write_error(path, &e))?;
+    tmp.persist(path)?;
     Ok(value)
+}
+
+/// Temporary files of outputs being written (see [`TempOutput`]).
+static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The list of [`UNFINISHED`] files (a panic elsewhere while it was held leaves it usable).
+fn unfinished() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    UNFINISHED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A temporary file next to an output, for content that [`TempOutput::persist`] renames over
+/// the output once it is complete; dropped instead (a failed run), it is deleted. While it
+/// exists it is listed, so that a run the user interrupts removes it too
+/// ([`remove_unfinished_outputs`]): no half-written file is ever left behind, in place or
+/// beside it.
+pub struct TempOutput {
+    /// The file (taken by [`TempOutput::persist`]).
+    tmp: Option<tempfile::NamedTempFile>,
+    /// Its path, as listed in [`UNFINISHED`].
+    path: PathBuf,
+}
+
+impl TempOutput {
+    /// A new, empty temporary file in `output`'s folder, its name ending in `suffix` (some
+    /// writers pick the format from it).
+    pub fn new(output: &Path, suffix: &str) -> Result<Self> {
+        let tmp = tempfile::Builder::new()
+            .prefix(".stembus-")
+            .suffix(suffix)
+            .tempfile_in(parent_dir(output))
+            .map_err(|e| write_error(output, &e))?;
+        let path = tmp.path().to_path_buf();
+        unfinished().push(path.clone());
+        Ok(Self {
+            tmp: Some(tmp),
+            path,
+        })
+    }
+
+    /// The temporary file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file, open for writing.
+    pub fn as_file_mut(&mut self) -> &mut fs::File {
+        match &mut self.tmp {
+            Some(tmp) => tmp.as_file_mut(),
+            None => unreachable!("the file is only taken by `persist`, which consumes self"),
+        }
+    }
+
+    /// Puts the finished file in place at `output` (readable like any file the user writes).
+    pub fn persist(mut self, output: &Path) -> Result<()> {
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        set_readable(tmp.path());
+        tmp.persist(output)
+            .map_err(|e| write_error(output, &e.error))?;
+        Ok(())
+    }
+}
+
+impl Drop for TempOutput {
+    fn drop(&mut self) {
+        let mut list = unfinished();
+        if let Some(i) = list.iter().position(|p| *p == self.path) {
+            list.swap_remove(i);
+        }
+        // `tmp`, if still there, deletes the file when it drops after this.
+    }
+}
+
+/// Deletes the temporary files of every output still being written (for an interrupted run:
+/// the process then exits without running destructors).
+pub fn remove_unfinished_outputs() {
+    for path in unfinished().drain(..) {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// The error for a failed write of `path`.
+pub fn write_error(path: &Path, e: &std::io::Error) -> CliError {
+    CliError::input(format!("cannot write {}: {}", path.display(), io_reason(e)))
 }
 
 #[cfg(test)]
