@@ -143,10 +143,14 @@ pub enum Objective {
 /// The output of one engine pass.
 #[derive(Debug, Clone, Default)]
 pub struct PassOutput {
-    /// Master left channel, aligned with the stems.
-    pub left: Vec<f32>,
-    /// Master right channel.
-    pub right: Vec<f32>,
+    /// Master left channel as the engine gave it: its start-up delay (`skip` frames), then
+    /// the song ([`PassOutput::left`]). Kept whole rather than shifted: dropping the delay
+    /// would move the whole song in memory once more, after the pass, on one core.
+    raw_left: Vec<f32>,
+    /// Master right channel, likewise.
+    raw_right: Vec<f32>,
+    /// Frames of start-up delay at the start of the raw channels.
+    skip: usize,
     /// Largest limiter gain reduction, dB (≥ 0).
     pub gr_max_db: f32,
     /// Mean limiter gain reduction over the song (sampled every 10 ms), dB.
@@ -243,6 +247,18 @@ impl Encode<'_> {
             format: self.format,
             sink: &mut *self.sink,
         }
+    }
+}
+
+impl PassOutput {
+    /// Master left channel, aligned with the stems.
+    pub fn left(&self) -> &[f32] {
+        self.raw_left.get(self.skip..).unwrap_or(&[])
+    }
+
+    /// Master right channel, aligned with the stems.
+    pub fn right(&self) -> &[f32] {
+        self.raw_right.get(self.skip..).unwrap_or(&[])
     }
 }
 
@@ -492,11 +508,10 @@ fn master_pass<R>(
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         (measured, result)
     });
-    left.drain(..latency);
-    right.drain(..latency);
     let pass = PassOutput {
-        left,
-        right,
+        raw_left: left,
+        raw_right: right,
+        skip: latency,
         gr_max_db: gr_max,
         gr_mean_db: if gr_count > 0 {
             (gr_sum / gr_count as f64) as f32
@@ -806,7 +821,7 @@ mod tests {
             let master =
                 render_master(&input, &settings, Objective::AsIs, None, encode, "t", &bar).unwrap();
             assert!(master.pass.encoded, "an as-is pass encodes");
-            let (left, right) = (&master.pass.left, &master.pass.right);
+            let (left, right) = (master.pass.left(), master.pass.right());
             let file = encode_wav(left, right, 48_000, format);
             assert!(file == bytes, "{format:?}: the file, header and data");
             let decoded = decode_wav("master", &file).unwrap();
@@ -856,7 +871,7 @@ mod tests {
         )
         .unwrap();
         assert!(master.passes >= 2, "{} passes", master.passes);
-        let (left, right) = (&master.pass.left, &master.pass.right);
+        let (left, right) = (master.pass.left(), master.pass.right());
         assert!(bytes == encode_wav(left, right, 48_000, format));
     }
 
@@ -912,9 +927,9 @@ mod tests {
             assert!(mix.sum == want_mix.sum && mix.key == want_mix.key);
             assert_eq!(mix.key.is_some(), keyed);
             let (want, want_measurement) = run_pass(&input, &want_mix, &settings, None, &bar);
-            assert_eq!(pass.left.len(), input.frames);
+            assert_eq!(pass.left().len(), input.frames);
             assert!(
-                pass.left == want.left && pass.right == want.right,
+                pass.left() == want.left() && pass.right() == want.right(),
                 "{stems} stems"
             );
             assert!(

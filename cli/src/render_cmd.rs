@@ -553,7 +553,7 @@ fn write_master(
             .map(|()| master.measurement.clone())?,
         None => encode_and_write(job, master, format, rate)?,
     };
-    let duration_s = master.pass.left.len() as f64 / f64::from(rate);
+    let duration_s = master.pass.left().len() as f64 / f64::from(rate);
     if let Some(plot) = &job.plot {
         write_plot(
             plot,
@@ -611,7 +611,7 @@ fn encode_and_write(
     format: OutputFormat,
     rate: u32,
 ) -> Result<Measurement> {
-    let (left, right) = (&master.pass.left, &master.pass.right);
+    let (left, right) = (master.pass.left(), master.pass.right());
     let frames = left.len().min(right.len());
     let quantised = format != OutputFormat::Float32;
     std::thread::scope(|scope| -> Result<Measurement> {
