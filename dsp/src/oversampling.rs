@@ -76,6 +76,24 @@
 //! reciprocal estimate with a Newton step instead of the curve's division (the curve is bound
 //! by its multiply-adds, not the divider), and the two channels' passes interleaved (the
 //! compiler then lost the constant-size copies).
+//!
+//! Session 6 (same machine, 8 stems at drive 12 dB, mix 0.7, in the engine's 128-frame
+//! chunks, best of 4000 timed 2048-frame runs, old and new binaries alternating): where the
+//! time goes, by taking passes out: up 1 ≈ 13 %, up 2 + down 2 ≈ 16 %, the curve ≈ 30 %,
+//! down 1 ≈ 37 %, the rest (sanitising, controls, mix, line shifts) ≈ 13 %. The line
+//! shifts now copy at most 256 bytes at once (the input line's history was a `memcpy` call
+//! per tile and channel). What did not pay (all bit-identical unless said): up 2, the curve
+//! and down 2 fused into one pass per vector, straight or with down 2 two vectors behind
+//! (≈ 1.05–1.10× slower: each iteration's chain, loads → up 2 → curve, is longer than the
+//! core's window covers); one channel's down 1 interleaved group by group with the other's
+//! curve (≈ 1.06× slower); down 1 with two accumulator chains per output (even and odd
+//! branch, or alternating runs; not bit-identical) or two groups interleaved run by run
+//! (spills; no gain or slower); coefficients pre-broadcast in memory as operands of the
+//! multiply-adds (no change); groups of 2 or 8 vectors (slower); the clamp as `min(|v|, L)`
+//! with the sign put back by a bit operation (slower). Probes with wrong results: half the
+//! window loads of up 1 and down 1 gone (same arithmetic) ≈ 2.5 % faster, the coefficient
+//! broadcasts gone no faster: the filters are not bound by loads, broadcasts or one
+//! accumulator chain alone.
 //! Allocation-free after `new`.
 
 use crate::util::sanitize;
@@ -284,6 +302,8 @@ pub(crate) trait F32x8: Copy {
     fn div(self, b: Self) -> Self;
     /// `self` clamped to `[lo, hi]` (finite lanes).
     fn clamp(self, lo: Self, hi: Self) -> Self;
+    /// `−self` (the sign bit flipped: no multiplication).
+    fn neg(self) -> Self;
 }
 
 /// [`F32x8`] as a plain array (any target; multiply-adds not fused).
@@ -334,6 +354,10 @@ impl F32x8 for Portable {
     fn clamp(self, lo: Self, hi: Self) -> Self {
         self.zip(lo, |x, l| if x < l { l } else { x })
             .zip(hi, |x, h| if x > h { h } else { x })
+    }
+    #[inline(always)]
+    fn neg(self) -> Self {
+        self.zip(self, |x, _| -x)
     }
 }
 
@@ -387,6 +411,10 @@ mod avx2 {
         #[inline(always)]
         fn clamp(self, lo: Self, hi: Self) -> Self {
             Self(unsafe { _mm256_min_ps(_mm256_max_ps(self.0, lo.0), hi.0) })
+        }
+        #[inline(always)]
+        fn neg(self) -> Self {
+            Self(unsafe { _mm256_xor_ps(self.0, _mm256_set1_ps(-0.0)) })
         }
     }
 }
@@ -617,16 +645,22 @@ fn block_mut(line: &mut [f32], hist: usize) -> &mut Tile {
         .expect("a tile")
 }
 
+/// The longest copy [`advance`] makes at once: 256 bytes, the longest constant-size copy the
+/// compiler writes out as vector moves (eight of 32 bytes) on x86-64 rather than calling
+/// `memcpy` (the input line's 68 samples of history were one such call per tile and channel,
+/// with a `vzeroupper` before it).
+const COPY_CHUNK: usize = 64;
+
 /// After a tile of `len` samples, the last `hist` samples of a `[history | tile]` line up to
 /// `hist + len` become its history. For a whole tile (the usual case) the copies have
-/// constant sizes and do not overlap (at most a tile each, oldest first), so they compile to a
-/// few vector moves.
+/// constant sizes and do not overlap (at most [`COPY_CHUNK`] samples each, oldest first), so
+/// they compile to a few vector moves.
 #[inline(always)]
 fn advance(line: &mut [f32], hist: usize, len: usize) {
     if len == MAX_BLOCK {
         let mut done = 0;
         while done < hist {
-            let n = (hist - done).min(MAX_BLOCK);
+            let n = (hist - done).min(COPY_CHUNK);
             let (head, tail) = line.split_at_mut(done + MAX_BLOCK);
             head[done..done + n].copy_from_slice(&tail[..n]);
             done += n;

@@ -46,7 +46,10 @@
 //! the same workload): session 2 ≈ 1.6× (≈ 16 → 10 ns per stereo frame enabled, the bypass
 //! ≈ 0.8 → 0.55 ns); session 4 (paired symmetric taps, fused mix, 128-frame tiles, see
 //! [`crate::oversampling`]; the drive folded into the curve's clamp, see `saturate`) ≈ 1.2×
-//! more (8 stems at drive 6 dB, mix 1: ≈ 9.5 → 8.0 ns per stereo frame).
+//! more (8 stems at drive 6 dB, mix 1: ≈ 9.5 → 8.0 ns per stereo frame); session 6 (the
+//! controls kept between calls and refilled only when they change, no `memcpy` call in the
+//! line shifts, `−limit` by a sign flip) ≈ 1.06× more at the engine's 128-frame chunks
+//! (drive 12 dB, mix 0.7: ≈ 8.1 → 7.6 ns per stereo frame), bit for bit the same output.
 
 #[cfg(target_arch = "x86_64")]
 use crate::oversampling::Avx2Fma;
@@ -177,6 +180,20 @@ struct Controls {
     wet: Tile,
     /// `1 − m`, 0..1 (the dry gain).
     dry: Tile,
+    /// `Some((g, m))` (as bits) while every frame of the tile holds the settled drive `g`
+    /// and mix `m`: the next settled tile with the same values needs no refill.
+    settled: Option<(u32, u32)>,
+}
+
+impl Controls {
+    /// Harmless values (finite, drive 1) for every frame.
+    const INITIAL: Self = Self {
+        gain: [1.0; MAX_BLOCK],
+        limit: [TANH_CLAMP; MAX_BLOCK],
+        wet: [0.0; MAX_BLOCK],
+        dry: [1.0; MAX_BLOCK],
+        settled: None,
+    };
 }
 
 /// One channel's input history: the last [`RING`] sanitised inputs, circularly.
@@ -239,6 +256,8 @@ pub struct Saturation {
     history: Box<[History; 2]>,
     /// True while the oversamplers hold the state of continuous processing.
     wet_active: bool,
+    /// The controls of the current tile (kept between calls: a settled tile is filled once).
+    controls: Box<Controls>,
     /// False until the first `set_settings` after `new`, which then jumps (no ramp); `reset`
     /// jumps to the current targets, later changes ramp.
     settled_once: bool,
@@ -259,6 +278,7 @@ impl Saturation {
             enable: Smoother::new(0.0, BYPASS_FADE_MS, sr),
             history: Box::new([History::ZERO, History::ZERO]),
             wet_active: false,
+            controls: Box::new(Controls::INITIAL),
             settled_once: false,
             use_avx2: avx2_fma_available(),
         }
@@ -377,29 +397,28 @@ impl Saturation {
         if !self.wet_active {
             self.warm_start::<V>();
         }
-        let mut controls = Controls {
-            gain: [1.0; MAX_BLOCK],
-            limit: [TANH_CLAMP; MAX_BLOCK],
-            wet: [0.0; MAX_BLOCK],
-            dry: [1.0; MAX_BLOCK],
-        };
         for (l, r) in left.chunks_mut(MAX_BLOCK).zip(right.chunks_mut(MAX_BLOCK)) {
-            self.controls(&mut controls, l.len());
+            self.update_controls(l.len());
+            let controls = &*self.controls;
             for (x, os) in [l, r].into_iter().zip(self.oversamplers.iter_mut()) {
                 os.process_tile::<V>(
                     x,
                     |phases| saturate::<V>(phases, &controls.gain, &controls.limit),
-                    |wet, dry, io| mix::<V>(wet, dry, &controls, io),
+                    |wet, dry, io| mix::<V>(wet, dry, controls, io),
                 );
             }
         }
     }
 
-    /// Writes the controls for the next `len` frames (≤ [`MAX_BLOCK`]) to `c`; frames past
-    /// `len` keep harmless values (finite, drive ≥ 1).
+    /// Writes the controls for the next `len` frames (≤ [`MAX_BLOCK`]) to `self.controls`;
+    /// frames past `len` keep harmless values (finite, drive ≥ 1). Settled controls are
+    /// written to the whole tile, and only when they change (the refill, four tiles of
+    /// stores, was ≈ 3 % of the wet path at the engine's 128-frame chunks).
     #[inline(always)]
-    fn controls(&mut self, c: &mut Controls, len: usize) {
+    fn update_controls(&mut self, len: usize) {
+        let c = &mut *self.controls;
         if self.drive_gain.is_smoothing() || self.mix.is_smoothing() || self.enable.is_smoothing() {
+            c.settled = None;
             for i in 0..len {
                 c.gain[i] = self.drive_gain.tick();
                 c.limit[i] = TANH_CLAMP / c.gain[i];
@@ -409,11 +428,15 @@ impl Saturation {
         } else {
             // The same values the per-frame ticks would give.
             let g = self.drive_gain.value();
-            c.gain = [g; MAX_BLOCK];
-            c.limit = [TANH_CLAMP / g; MAX_BLOCK];
             let m = self.mix.value() * self.enable.value();
-            c.wet[..len].fill(m);
-            c.dry[..len].fill(1.0 - m);
+            let key = Some((g.to_bits(), m.to_bits()));
+            if c.settled != key {
+                c.gain = [g; MAX_BLOCK];
+                c.limit = [TANH_CLAMP / g; MAX_BLOCK];
+                c.wet = [m; MAX_BLOCK];
+                c.dry = [1.0 - m; MAX_BLOCK];
+                c.settled = key;
+            }
         }
     }
 
@@ -456,7 +479,7 @@ fn saturate<V: F32x8>(phases: [&mut Tile; 4], gain: &Tile, limit: &Tile) {
     for i in (0..MAX_BLOCK).step_by(LANES) {
         let g = V::load(lanes(gain, i));
         let hi = V::load(lanes(limit, i));
-        let lo = hi.mul(V::splat(-1.0));
+        let lo = hi.neg();
         let mut v = [
             lanes_mut(p0, i),
             lanes_mut(p1, i),
@@ -888,6 +911,29 @@ mod tests {
             }
             let settled = restart + fade + 1;
             assert_eq!(always[settled..], l[settled..], "block {block}");
+        }
+    }
+
+    #[test]
+    fn controls_follow_a_jump_between_settled_values() {
+        // Settled controls are kept between calls and refilled only when they change: after
+        // a jump (`reset` snaps every control to its new target, no ramp), the output must be
+        // that of a fresh instance at the new settings, not one made with the old controls.
+        let x = sine(700.0, 0.9, 2000);
+        let (a, b) = (settings(true, 3.0, 0.4), settings(true, 21.0, 0.9));
+        for fused in [false, true] {
+            let mut sat = Saturation::new(SR);
+            sat.use_avx2 = fused && avx2_fma_available();
+            sat.set_settings(&a);
+            let (mut l, mut r) = (x.clone(), x.clone());
+            sat.process(&mut l, &mut r);
+            sat.set_settings(&b);
+            sat.reset();
+            let (mut l, mut r) = (x.clone(), x.clone());
+            for (cl, cr) in l.chunks_mut(128).zip(r.chunks_mut(128)) {
+                sat.process(cl, cr);
+            }
+            assert_eq!(l, run_build(&x, b, b, 0, 128, fused), "fused {fused}");
         }
     }
 
