@@ -22,8 +22,7 @@ use crate::render::{
 use crate::settings_file::{self, LoadedSettings};
 use crate::targets::{self, Target};
 use crate::wav::{
-    Encoder, OutputFormat, TempOutput, check_writable, read_wav, wav_header, write_atomic_with,
-    write_error,
+    Encoder, OutputFormat, TempOutput, check_writable, read_wav, wav_header, write_error,
 };
 
 /// Everything `stembus render` is asked to do.
@@ -471,14 +470,8 @@ pub fn run_render(opts: &RenderOptions) -> Result<RenderOutcome> {
                             &job.name,
                             &bars[i],
                         )?;
-                        let written = sink.finish();
-                        let file = if master.pass.encoded {
-                            written.map_err(|e| write_error(&job.output, &e))?;
-                            Some(tmp)
-                        } else {
-                            None
-                        };
-                        write_master(job, &master, file, opts.format, rate, reference_mix_lufs)
+                        sink.finish().map_err(|e| write_error(&job.output, &e))?;
+                        write_master(job, &master, tmp, opts.format, rate, reference_mix_lufs)
                     });
                     bars[i].finish_and_clear();
                     if let Ok(mut slot) = slots[i].lock() {
@@ -535,24 +528,25 @@ fn check_engine_rate(rate: u32, what: &str) -> Result<()> {
 /// Frames encoded and written at a time.
 const WRITE_BLOCK_FRAMES: usize = 1 << 14;
 
-/// Quantises, writes and measures one master (and its plot). `written`: the master's file,
-/// complete, when its pass encoded and wrote it ([`crate::render::PassOutput::encoded`]), to
-/// be put in place; otherwise it is encoded and written here.
+/// Quantises, writes and measures one master (and its plot), and puts its file (`tmp`, the
+/// master's temporary file) in place. When the master's pass encoded and wrote it already
+/// ([`crate::render::PassOutput::encoded`]), `tmp` is complete; otherwise it is written here.
 fn write_master(
     job: &Job,
     master: &Master,
-    written: Option<TempOutput>,
+    mut tmp: TempOutput,
     format: OutputFormat,
     rate: u32,
     reference_mix_lufs: Option<f32>,
 ) -> Result<MasterReport> {
-    let measured = match written {
+    let measured = if master.pass.encoded {
         // Encoded, written and measured by the pass already.
-        Some(tmp) => tmp
-            .persist(&job.output)
-            .map(|()| master.measurement.clone())?,
-        None => encode_and_write(job, master, format, rate)?,
+        master.measurement.clone()
+    } else {
+        encode_and_write(tmp.as_file_mut(), master, format, rate)
+            .map_err(|e| write_error(&job.output, &e))?
     };
+    tmp.persist(&job.output)?;
     let duration_s = master.pass.left().len() as f64 / f64::from(rate);
     if let Some(plot) = &job.plot {
         write_plot(
@@ -601,20 +595,20 @@ fn write_master(
     })
 }
 
-/// Encodes the master into its file and measures what the file holds (after dither and
-/// rounding), as `analyze` would: the quantised values go block by block, as they are
-/// written, to a meter on a second thread (a float file holds the master as it is, measured
-/// already).
+/// Encodes the master into `file` (from its start) and measures what the file holds (after
+/// dither and rounding), as `analyze` would: the quantised values go block by block, as they
+/// are written, to a meter on a second thread (a float file holds the master as it is,
+/// measured already).
 fn encode_and_write(
-    job: &Job,
+    file: &mut std::fs::File,
     master: &Master,
     format: OutputFormat,
     rate: u32,
-) -> Result<Measurement> {
+) -> std::io::Result<Measurement> {
     let (left, right) = (master.pass.left(), master.pass.right());
     let frames = left.len().min(right.len());
     let quantised = format != OutputFormat::Float32;
-    std::thread::scope(|scope| -> Result<Measurement> {
+    std::thread::scope(|scope| -> std::io::Result<Measurement> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<[Vec<f32>; 2]>(4);
         let meter = quantised.then(|| {
             scope.spawn(move || {
@@ -625,7 +619,7 @@ fn encode_and_write(
                 m.finish()
             })
         });
-        let written = write_atomic_with(&job.output, |file| {
+        let mut write = || -> std::io::Result<()> {
             file.write_all(&wav_header(frames, rate, format))?;
             let mut encoder = Encoder::new(format);
             let mut bytes = Vec::with_capacity(WRITE_BLOCK_FRAMES * 8);
@@ -644,7 +638,8 @@ fn encode_and_write(
                 }
             }
             Ok(())
-        });
+        };
+        let written = write();
         drop(tx);
         let measured = match meter {
             Some(m) => m

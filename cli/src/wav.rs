@@ -13,7 +13,7 @@
 //! only when complete, so a failed run never leaves a half-written file.
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -901,25 +901,6 @@ pub fn set_readable(path: &Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder, renamed over `path`
-/// only once everything is written and flushed.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_with(path, |file| file.write_all(bytes))
-}
-
-/// Like [`write_atomic`], with the content streamed by `write` into the temporary file (so a
-/// large file need not be built in memory first); `write`'s result is returned once the file
-/// is in place.
-pub fn write_atomic_with<T>(
-    path: &Path,
-    write: impl FnOnce(&mut fs::File) -> std::io::Result<T>,
-) -> Result<T> {
-    let mut tmp = TempOutput::new(path, ".tmp")?;
-    let value = write(tmp.as_file_mut()).map_err(|e| write_error(path, &e))?;
-    tmp.persist(path)?;
-    Ok(value)
 }
 
 /// Temporary files of outputs being written (see [`TempOutput`]).
