@@ -200,11 +200,11 @@ fn an_unreachable_target_fails_and_leaves_no_file() {
         1,
         &["cannot reach", "-5"],
     );
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(left, ["quiet.wav"], "no master and no temporary file left");
+    assert_eq!(
+        file_names(dir.path()),
+        ["quiet.wav"],
+        "no master and no temporary file left"
+    );
 }
 
 #[test]
@@ -265,18 +265,13 @@ fn an_interrupted_render_leaves_no_file_behind() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let listing = || -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    };
     // Wait for the master's temporary file, then interrupt the render (Ctrl-C).
     let start = Instant::now();
     loop {
-        if listing().iter().any(|n| n.starts_with(".stembus-")) {
+        if file_names(dir.path())
+            .iter()
+            .any(|n| n.starts_with(".stembus-"))
+        {
             break;
         }
         assert!(
@@ -299,7 +294,7 @@ fn an_interrupted_render_leaves_no_file_behind() {
     assert_eq!(result.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     assert_eq!(
-        listing(),
+        file_names(dir.path()),
         ["long.wav"],
         "no master and no temporary file left"
     );

@@ -163,6 +163,18 @@ pub struct PassOutput {
     pub encoded: bool,
 }
 
+impl PassOutput {
+    /// Master left channel, aligned with the stems.
+    pub fn left(&self) -> &[f32] {
+        self.raw_left.get(self.skip..).unwrap_or(&[])
+    }
+
+    /// Master right channel, aligned with the stems.
+    pub fn right(&self) -> &[f32] {
+        self.raw_right.get(self.skip..).unwrap_or(&[])
+    }
+}
+
 /// Where a pass that encodes its output puts the file as it goes: the WAV header first, then
 /// the `data` chunk a batch of blocks at a time.
 pub trait EncodeSink: Send {
@@ -247,18 +259,6 @@ impl Encode<'_> {
             format: self.format,
             sink: &mut *self.sink,
         }
-    }
-}
-
-impl PassOutput {
-    /// Master left channel, aligned with the stems.
-    pub fn left(&self) -> &[f32] {
-        self.raw_left.get(self.skip..).unwrap_or(&[])
-    }
-
-    /// Master right channel, aligned with the stems.
-    pub fn right(&self) -> &[f32] {
-        self.raw_right.get(self.skip..).unwrap_or(&[])
     }
 }
 
