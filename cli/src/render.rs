@@ -2,10 +2,10 @@
 //!
 //! One *pass* runs [`stembus_dsp::engine::Engine`] over the whole song, split as
 //! [`stembus_dsp::offline`] allows with output identical to the bit: the stem stage (every stem
-//! chain, mute/solo, the sum) runs once per master, its two stem groups on two threads, and each
+//! chain, mute/solo, the sum) runs once per master, its stems on every core, and each
 //! pass runs the master stage over that sum in 10 ms blocks (the engine chunks internally, so
 //! the block size does not change the sound). The first pass runs alongside the stem stage,
-//! each piece of the sum as soon as both groups have made it ([`first_pass`]); later passes
+//! each piece of the sum as soon as every stem has made it ([`first_pass`]); later passes
 //! run over the stored sum. A pass feeds the engine's latency worth of
 //! silence at the end and drops the same amount at the start, so the master is sample-aligned
 //! with the stems and exactly as long. The limiter's gain reduction is read after every block.
@@ -288,14 +288,14 @@ fn sub(x: &[f32], start: usize, end: usize) -> &[f32] {
 }
 
 /// Runs the stem stage of the engine once over the whole input (and the engine's latency
-/// worth of silence after it), both stem groups side by side: what every pass of a master
+/// worth of silence after it), the stems on every core: what every pass of a master
 /// starts from, since only the master chain changes between passes.
 pub fn render_stem_mix(input: &RenderInput, settings: &EngineSettings) -> StemMix {
     render_stem_mix_with(input, settings, &mut |_, _, _| {})
 }
 
-/// [`render_stem_mix`], handing the sum (and the mix key) to `sink` in order as the stem
-/// groups finish it (see [`render_stems`]).
+/// [`render_stem_mix`], handing the sum (and the mix key) to `sink` in order as the stems
+/// finish it (see [`render_stems`]).
 fn render_stem_mix_with(
     input: &RenderInput,
     settings: &EngineSettings,
@@ -338,8 +338,8 @@ pub fn run_pass(
 }
 
 /// The first pass of a master: the stem stage and the master stage together, the master
-/// working on each piece of the stem sum as soon as both stem groups have finished it (so on
-/// two cores the master and its meter mostly run in the stem stage's time). The same to the
+/// working on each piece of the stem sum as soon as every stem has finished it (so the master
+/// and its meter mostly run in the stem stage's time). The same to the
 /// bit as [`render_stem_mix`] followed by [`run_pass`].
 pub fn first_pass(
     input: &RenderInput,

@@ -27,9 +27,9 @@ use crate::util::{avx2_fma_available, db_to_gain, gain_to_db, power_to_db, sanit
 pub const CHUNK: usize = 128;
 
 /// Stems per summing group. The engine sums the processed stems group by group — each group
-/// into its own accumulator starting from zero, then group 0 + group 1 — so that the offline
-/// renderer ([`crate::offline`]) can run each group on its own thread over a whole song and
-/// still produce bit-identical output (float addition is not associative).
+/// into its own accumulator starting from zero, then group 0 + group 1. The offline renderer
+/// ([`crate::offline`]) runs the stems on its own threads and adds them up in this same order,
+/// so its output is bit-identical (float addition is not associative).
 pub const STEM_GROUP: usize = 4;
 
 /// Bus indices in the engine's bus meter bank.
@@ -737,6 +737,26 @@ impl StemGroup {
         self.process_impl(audio, key, len, sum, raw);
     }
 
+    /// Processes the group's stem `i` on its own: `left`/`right` hold its sanitised input (at
+    /// most [`CHUNK`] frames, equal lengths) and get its processed, muted/soloed output — the
+    /// values [`Self::process`] adds into its sum. The offline renderer runs the stems one by
+    /// one this way, on whichever thread is free, and sums them itself in the same order.
+    pub(crate) fn process_stem(
+        &mut self,
+        i: usize,
+        left: &mut [f32],
+        right: &mut [f32],
+        key: [&[f32]; 2],
+    ) {
+        let (chain, audible) = (&mut self.chains[i], &mut self.audible[i]);
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: the CPU runs AVX2 (checked at construction).
+            return unsafe { process_stem_avx2(chain, audible, left, right, key) };
+        }
+        process_stem(chain, audible, left, right, key);
+    }
+
     #[inline(always)]
     fn process_impl(
         &mut self,
@@ -757,15 +777,7 @@ impl StemGroup {
                 let mut audible_raw = *audible;
                 accumulate(&mut audible_raw, [&mut rl[..len], &mut rr[..len]], [sl, sr]);
             }
-            chain.process(sl, sr, (key[0], key[1]));
-            if !all_finite(sl) || !all_finite(sr) {
-                // The chain's state went bad despite sanitised input: silence this chunk of
-                // the stem and start its modules afresh, so it recovers within one block.
-                sl.fill(0.0);
-                sr.fill(0.0);
-                chain.reset();
-            }
-            audible.apply_gain(sl, sr);
+            process_stem(chain, audible, sl, sr, key);
             for (a, x) in acc_l[..len].iter_mut().zip(&*sl) {
                 *a += x;
             }
@@ -774,6 +786,43 @@ impl StemGroup {
             }
         }
     }
+}
+
+/// One stem of a [`StemGroup`]: its chain over the sanitised input in place, a chunk that went
+/// non-finite silenced (and the chain reset), then the mute/solo gain.
+#[inline(always)]
+fn process_stem(
+    chain: &mut StemChain,
+    audible: &mut Smoother,
+    left: &mut [f32],
+    right: &mut [f32],
+    key: [&[f32]; 2],
+) {
+    chain.process(left, right, (key[0], key[1]));
+    if !all_finite(left) || !all_finite(right) {
+        // The chain's state went bad despite sanitised input: silence this chunk of the stem
+        // and start its modules afresh, so it recovers within one block.
+        left.fill(0.0);
+        right.fill(0.0);
+        chain.reset();
+    }
+    audible.apply_gain(left, right);
+}
+
+/// [`process_stem`] compiled for AVX2 (element-wise loops: the same values to the bit).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn process_stem_avx2(
+    chain: &mut StemChain,
+    audible: &mut Smoother,
+    left: &mut [f32],
+    right: &mut [f32],
+    key: [&[f32]; 2],
+) {
+    process_stem(chain, audible, left, right, key);
 }
 
 /// The master chain with the mix key's alignment delay and non-finite recovery.

@@ -565,15 +565,16 @@ fn busy_settings(keyed: bool, solo: bool) -> EngineSettings {
 
 #[test]
 fn offline_stages_match_the_engine_bit_for_bit() {
-    use stembus_dsp::offline::{InMemory, MasterRender, SEGMENT, render_stems};
+    use stembus_dsp::offline::{InMemory, MasterRender, SEGMENT, SLOTS, render_stems};
     for (num, keyed, solo, parallel) in [
         (6, true, false, true),
         (3, false, false, false),
         (8, false, true, true),
         (5, true, true, false),
     ] {
-        // More than two segments, the last one shorter.
-        let frames = 2 * SEGMENT + 1234;
+        // More segments than the stem stage has slots for (so every slot is used again), the
+        // last one shorter.
+        let frames = (2 * SLOTS + 3) * SEGMENT + 1234;
         let stems = make_stems(num, frames, 0.5, 7 + num as u32);
         let main = make_stems(1, frames, 0.2, 99).remove(0);
         let settings = busy_settings(keyed, solo);
