@@ -737,10 +737,12 @@ impl StemGroup {
         self.process_impl(audio, key, len, sum, raw);
     }
 
-    /// Processes the group's stem `i` on its own: `left`/`right` hold its sanitised input (at
-    /// most [`CHUNK`] frames, equal lengths) and get its processed, muted/soloed output — the
-    /// values [`Self::process`] adds into its sum. The offline renderer runs the stems one by
-    /// one this way, on whichever thread is free, and sums them itself in the same order.
+    /// Processes the group's stem `i` on its own: `left`/`right` hold its sanitised input
+    /// (equal lengths, any number of frames: the chain's output does not depend on how the
+    /// signal is cut) and get its processed, muted/soloed output — the values
+    /// [`Self::process`] adds into its sum. The offline renderer runs the stems one by one this
+    /// way, on whichever thread is free, in longer blocks, and sums them itself in the same
+    /// order.
     pub(crate) fn process_stem(
         &mut self,
         i: usize,

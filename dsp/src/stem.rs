@@ -83,8 +83,9 @@ impl StemChain {
         self.output_gain.reset(self.output_gain.target());
     }
 
-    /// Processes one chunk in place. `mix_key` is the unprocessed sum of all stems (for a
-    /// compressor keyed from the mix), aligned with this chunk. Inputs are finite.
+    /// Processes a block in place (any length: the output does not depend on how the signal
+    /// is cut). `mix_key` is the unprocessed sum of all stems (for a compressor keyed from the
+    /// mix), aligned with this block. Inputs are finite.
     pub fn process(&mut self, left: &mut [f32], right: &mut [f32], mix_key: (&[f32], &[f32])) {
         self.input_gain.apply_gain(left, right);
         self.eq.process(left, right);
