@@ -226,9 +226,9 @@ fn check_warns_on_16_bit_and_flags_clipping_and_dc() {
     );
 
     // A clipped stem with a DC offset.
-    let mut x: Vec<f32> = (0..SR as usize)
-        .map(|n| 1.4 * (std::f32::consts::TAU * 100.0 * n as f32 / SR as f32).sin() + 0.01)
-        .map(|v| v.clamp(-1.0, 1.0))
+    let mut x: Vec<f32> = sine(1.4, 100.0, SR, SR as usize)
+        .into_iter()
+        .map(|v| (v + 0.01).clamp(-1.0, 1.0))
         .collect();
     x[0] = 0.0;
     let dir2 = tempfile::tempdir().unwrap();

@@ -159,9 +159,7 @@ fn plugin_state_settings_are_applied() {
 fn mono_stems_play_as_dual_mono_and_resampling_works() {
     let dir = tempfile::tempdir().unwrap();
     let sr_in = 44_100;
-    let tone: Vec<f32> = (0..sr_in as usize * 2)
-        .map(|n| 0.25 * (std::f32::consts::TAU * 1000.0 * n as f32 / sr_in as f32).sin())
-        .collect();
+    let tone = sine(0.25, 1000.0, sr_in, sr_in as usize * 2);
     let stem = dir.path().join("mono.wav");
     write_int(&stem, &[tone], sr_in, 24);
     let out = dir.path().join("m.wav");
@@ -189,9 +187,7 @@ fn mono_stems_play_as_dual_mono_and_resampling_works() {
 fn an_unreachable_target_fails_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     // A stem at −60 dBFS: +24 dB of drive cannot bring it to −5 LUFS.
-    let quiet: Vec<f32> = (0..SR as usize * 2)
-        .map(|n| 1e-3 * (std::f32::consts::TAU * 500.0 * n as f32 / SR as f32).sin())
-        .collect();
+    let quiet = sine(1e-3, 500.0, SR, SR as usize * 2);
     let stem = dir.path().join("quiet.wav");
     write_f32(&stem, &[quiet.clone(), quiet], SR);
     let out = dir.path().join("never.wav");
@@ -253,9 +249,7 @@ fn an_interrupted_render_leaves_no_file_behind() {
     let dir = tempfile::tempdir().unwrap();
     // Five minutes of a mono stem, and a loudness search: a render long enough to be caught
     // while its master is being written.
-    let tone: Vec<f32> = (0..SR as usize * 300)
-        .map(|n| 0.3 * (std::f32::consts::TAU * 220.0 * n as f32 / SR as f32).sin())
-        .collect();
+    let tone = sine(0.3, 220.0, SR, SR as usize * 300);
     let stem = dir.path().join("long.wav");
     write_int(&stem, &[tone], SR, 16);
     let out = dir.path().join("master.wav");

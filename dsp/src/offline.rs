@@ -237,8 +237,6 @@ struct Pool<'a> {
 struct Progress {
     /// Per stem: the next segment to process (all before it are finished).
     next: Vec<usize>,
-    /// Segments in the song (a stem is finished when `next` reaches it).
-    segments: usize,
     /// Per stem: a thread is processing its segment `next` now.
     busy: Vec<bool>,
     /// Segments the consumer has summed; their slots can take new segments.
@@ -252,18 +250,14 @@ struct Progress {
 }
 
 impl Progress {
-    /// The stem whose next segment is to run now, up to segment `up_to`: of the unfinished
-    /// stems not busy and with a free slot, the one furthest behind (the lowest index of those).
+    /// The stem whose next segment is to run now, up to segment `up_to` (a segment of the
+    /// song): of the stems not busy and with a free slot, the one furthest behind (the lowest
+    /// index of those).
     fn pick(&self, up_to: usize) -> Option<usize> {
         let limit = up_to.min(self.consumed + SLOTS - 1);
         (0..self.next.len())
-            .filter(|&i| !self.busy[i] && self.next[i] < self.segments && self.next[i] <= limit)
+            .filter(|&i| !self.busy[i] && self.next[i] <= limit)
             .min_by_key(|&i| self.next[i])
-    }
-
-    /// Every stem's every segment is finished.
-    fn finished(&self) -> bool {
-        self.next.iter().all(|&n| n >= self.segments)
     }
 }
 
@@ -298,7 +292,6 @@ impl<'a> Pool<'a> {
         Self {
             state: Mutex::new(Progress {
                 next: vec![0; num_stems],
-                segments,
                 busy: vec![false; num_stems],
                 consumed: 0,
                 idle_workers: 0,
@@ -327,10 +320,11 @@ impl<'a> Pool<'a> {
         let _stop = StopOnPanic(self);
         let mut state = self.lock();
         loop {
-            if state.stop || state.finished() {
+            if state.stop || state.next.iter().all(|&n| n >= self.segments) {
                 return;
             }
-            match state.pick(usize::MAX) {
+            // Not every stem is finished, so there is a last segment.
+            match state.pick(self.segments - 1) {
                 Some(i) => state = self.run(state, i),
                 None => {
                     state.idle_workers += 1;

@@ -134,6 +134,13 @@ pub fn file_names(dir: &Path) -> Vec<String> {
     names
 }
 
+/// `frames` samples of a sine of `freq` Hz and peak `amp` at `sr`, starting at phase 0.
+pub fn sine(amp: f32, freq: f32, sr: u32, frames: usize) -> Vec<f32> {
+    (0..frames)
+        .map(|n| amp * (std::f32::consts::TAU * freq * n as f32 / sr as f32).sin())
+        .collect()
+}
+
 /// Deterministic xorshift noise in −1..1.
 pub struct Noise(pub u32);
 
